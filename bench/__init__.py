@@ -1,0 +1,1 @@
+"""Benchmarks and the network-trace harness."""

@@ -1,0 +1,1 @@
+"""HTTP front: WHIP, WHEP, the WebSocket room protocol, health and metrics."""

@@ -1,0 +1,1 @@
+"""asyncio shells: the UDP socket, DTLS/SCTP glue, per-peer sessions."""

@@ -1,0 +1,1 @@
+"""Stateless wire codecs: RTP, RTCP, STUN helpers. No I/O, no clock."""

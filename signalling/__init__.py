@@ -1,0 +1,1 @@
+"""Commerce signalling over WebRTC datachannels."""
