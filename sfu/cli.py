@@ -1,0 +1,234 @@
+"""Command line: ``serve`` runs a media node, ``token`` mints an access token.
+
+Precedence for every setting is flag, then ``SFU_*`` environment variable, then the
+``Settings`` default. Errors the user can fix are printed as ``error: ...`` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from sfu import __version__
+from sfu.auth import GRANTS, mint_token
+from sfu.config import ConfigError, Settings, advertised_ips, load_credentials
+from sfu.logs import LEVELS, setup_logging
+
+DEV_TOKEN_TTL = 24 * 3600
+DEFAULT_TOKEN_TTL = 6 * 3600
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+class UsageError(Exception):
+    """Bad flag or environment value; reported as ``error: ...`` with exit code 2."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sfu", description="Self-hosted WebRTC SFU for live commerce."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # Defaults are None so "flag not given" can fall back to the environment.
+    serve = sub.add_parser("serve", help="run a media node until SIGINT/SIGTERM")
+    serve.add_argument("--host", help="address to bind (env SFU_HOST; default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (env SFU_HTTP_PORT; 8080)")
+    serve.add_argument("--udp-port", type=int, help="UDP media port (env SFU_UDP_PORT; 10000)")
+    serve.add_argument(
+        "--public-ip",
+        action="append",
+        metavar="IP",
+        help="address to advertise in ICE candidates; repeatable (env SFU_PUBLIC_IP, "
+        "comma-separated)",
+    )
+    serve.add_argument("--data-dir", type=Path, help="state directory (env SFU_DATA_DIR; .sfu)")
+    serve.add_argument(
+        "--peer-timeout", type=float, help="seconds of silence before a peer is dropped (7)"
+    )
+    serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
+    serve.add_argument(
+        "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
+    )
+    serve.add_argument("--production", action="store_true", help="disable development conveniences")
+
+    token = sub.add_parser("token", help="mint an access token and print it")
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True)
+    token.add_argument(
+        "--grant",
+        default="subscribe",
+        help=f"comma-separated grants from {', '.join(sorted(GRANTS))} (default: subscribe)",
+    )
+    token.add_argument("--ttl", type=float, default=DEFAULT_TOKEN_TTL, help="seconds (21600)")
+    token.add_argument("--data-dir", type=Path, help="state directory (env SFU_DATA_DIR; .sfu)")
+    return parser
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not an integer") from None
+
+
+def _check_port(name: str, port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+def _data_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    raw = env.get("SFU_DATA_DIR", "").strip()
+    return Path(raw) if raw else Settings.data_dir
+
+
+def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    defaults = Settings()
+    host = args.host if args.host is not None else env.get("SFU_HOST", "").strip()
+    http_port = args.http_port if args.http_port is not None else _env_int(env, "SFU_HTTP_PORT")
+    udp_port = args.udp_port if args.udp_port is not None else _env_int(env, "SFU_UDP_PORT")
+    if args.public_ip is not None:
+        raw_ips = [ip.strip() for ip in args.public_ip]
+    else:
+        raw_ips = [ip.strip() for ip in env.get("SFU_PUBLIC_IP", "").split(",")]
+    public_ips: list[str] = []
+    for ip in filter(None, raw_ips):
+        # ICE host candidates must carry literal addresses; a hostname would be sent verbatim.
+        try:
+            public_ips.append(str(ipaddress.ip_address(ip)))
+        except ValueError:
+            raise UsageError(f"public IP {ip!r} is not an IP address") from None
+    peer_timeout = defaults.peer_timeout if args.peer_timeout is None else args.peer_timeout
+    if not peer_timeout > 0:
+        raise UsageError(f"--peer-timeout must be positive, got {peer_timeout}")
+    return Settings(
+        host=host or defaults.host,
+        http_port=_check_port("HTTP port", defaults.http_port if http_port is None else http_port),
+        udp_port=_check_port("UDP port", defaults.udp_port if udp_port is None else udp_port),
+        public_ips=public_ips,
+        data_dir=_data_dir(args, env),
+        peer_timeout=peer_timeout,
+        dev_mode=not args.production,
+        log_level=args.log_level or defaults.log_level,
+        log_json=not args.no_json_logs,
+    )
+
+
+def _url_host(settings: Settings) -> str:
+    host = settings.host
+    if host in _WILDCARD_HOSTS:
+        # A wildcard bind is not dialable; show an address a browser can actually reach.
+        host = advertised_ips(settings)[0]
+    return f"[{host}]" if ":" in host else host
+
+
+def _banner(settings: Settings) -> str:
+    base = f"http://{_url_host(settings)}:{settings.http_port}"
+    token_cmd = "python -m sfu token --room demo --identity me --grant publish,subscribe"
+    if settings.credentials_source != "env" and settings.data_dir != Settings.data_dir:
+        # Otherwise the command would read (or create) credentials in a different directory.
+        token_cmd += f" --data-dir {settings.data_dir}"
+    source = (
+        "environment (SFU_API_KEY / SFU_API_SECRET)"
+        if settings.credentials_source == "env"
+        else settings.credentials_source
+    )
+    lines = [
+        f"sfu {__version__} ({'development' if settings.dev_mode else 'production'} mode)",
+        f"  HTTP         {base}",
+        f"  WHIP         {base}/whip/{{room}}",
+        f"  WHEP         {base}/whep/{{room}}",
+        f"  UDP media    port {settings.udp_port}, advertised on "
+        f"{', '.join(advertised_ips(settings))}",
+        f"  credentials  {source}",
+        f"  new token    {token_cmd}",
+    ]
+    if settings.dev_mode:
+        dev_token = mint_token(
+            api_key=settings.api_key,
+            api_secret=settings.api_secret,
+            room="demo",
+            identity="dev",
+            grants=GRANTS,
+            ttl=DEV_TOKEN_TTL,
+        )
+        lines.append("  dev token    (room demo, publish+subscribe+admin, valid 24 h)")
+        lines.append(f"  {dev_token}")
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = _settings_from_args(args, env)
+    # Before loading credentials so "generated development API credentials" is logged.
+    setup_logging(settings.log_level, settings.log_json)
+    settings = load_credentials(settings, env)
+    print(_banner(settings), flush=True)
+    # Imported late: the media stack is heavy and `token` must not need it.
+    from sfu.node import run_node
+
+    run_node(settings)
+    return 0
+
+
+def _parse_grants(raw: str) -> list[str]:
+    grants = [g.strip() for g in raw.split(",") if g.strip()]
+    if not grants:
+        raise UsageError(f"no grant given (valid grants: {', '.join(sorted(GRANTS))})")
+    for grant in grants:
+        if grant not in GRANTS:
+            raise UsageError(f"unknown grant {grant!r} (valid grants: {', '.join(sorted(GRANTS))})")
+    return grants
+
+
+def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    # Validate before touching the data dir so a typo never creates credentials as a side effect.
+    grants = _parse_grants(args.grant)
+    if not args.ttl > 0:
+        raise UsageError(f"--ttl must be positive, got {args.ttl}")
+    settings = load_credentials(Settings(data_dir=_data_dir(args, env)), env)
+    try:
+        token = mint_token(
+            api_key=settings.api_key,
+            api_secret=settings.api_secret,
+            room=args.room,
+            identity=args.identity,
+            grants=grants,
+            ttl=args.ttl,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(token)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m sfu`` and the ``sfu`` script; returns the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits on --help/--version/usage errors; callers of main() want a code.
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 2
+    env = os.environ
+    try:
+        if args.command == "serve":
+            return _serve(args, env)
+        if args.command == "token":
+            return _token(args, env)
+        parser.print_help(sys.stderr)
+        return 2
+    except (ConfigError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
