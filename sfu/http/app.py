@@ -1,0 +1,183 @@
+"""HTTP front of the node: WHIP (RFC 9725), WHEP, the room WebSocket, health and metrics.
+
+Every refusal is a 4xx with a plain-text reason and is counted by status in /metrics.
+CORS is open so that browser players served from another origin can use WHIP/WHEP.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from sfu.auth import Claims, TokenError, bearer_token, verify_token
+from sfu.sdp import SdpError
+
+if TYPE_CHECKING:
+    from sfu.node import Node
+
+log = logging.getLogger("sfu.http")
+NODE_KEY = web.AppKey("node", object)
+ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS, GET",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE_KEY]  # type: ignore[return-value]
+
+
+def refuse(node: Node, status: int, reason: str) -> web.Response:
+    node.metrics.http_errors[str(status)] += 1
+    return web.Response(status=status, text=reason + "\n", headers=CORS)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = _node(request)
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return refuse(node, 413, f"request body over {node.settings.max_request_bytes} bytes")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            node.metrics.http_errors[str(exc.status)] += 1
+        exc.headers.update(CORS)
+        raise
+
+
+def authorize(request: web.Request, room: str, grant: str) -> Claims:
+    node = _node(request)
+    s = node.settings
+    token = bearer_token(request.headers.get("Authorization"))
+    claims = verify_token(token, api_key=s.api_key, api_secret=s.api_secret)
+    if claims.room != room:
+        raise TokenError(f"token is for room {claims.room!r}, not {room!r}")
+    if not claims.allows(grant):
+        raise TokenError(f"token lacks the {grant!r} grant")
+    return claims
+
+
+async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
+    node = _node(request)
+    room = request.match_info["room"]
+    if not ROOM_RE.match(room):
+        return refuse(node, 400, "room name must be 1-128 of A-Z a-z 0-9 _ . -")
+    grant = "publish" if kind == "whip" else "subscribe"
+    try:
+        claims = authorize(request, room, grant)
+    except TokenError as exc:
+        status = 403 if "grant" in exc.reason or "room" in exc.reason else 401
+        return refuse(node, status, f"unauthorized: {exc.reason}")
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype != "application/sdp":
+        return refuse(node, 415, "Content-Type must be application/sdp")
+    if node.draining:
+        return refuse(node, 503, "node is draining; try another node")
+    body = await request.read()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return refuse(node, 400, "SDP is not UTF-8")
+    try:
+        answered = node.open_session(
+            kind=kind,
+            room_name=room,
+            participant=claims.identity,
+            offer_sdp=text,
+            publish=kind == "whip",
+            subscribe=kind == "whep",
+        )
+    except SdpError as exc:
+        return refuse(node, 400, f"bad offer: {exc}")
+    location = f"/{kind}/{room}/{answered.peer.id}"
+    headers = {**CORS, "Location": location, "ETag": f'"{answered.peer.local_ufrag}"'}
+    return web.Response(
+        status=201, body=answered.sdp.encode(), content_type="application/sdp", headers=headers
+    )
+
+
+async def whip_post(request: web.Request) -> web.StreamResponse:
+    return await _offer(request, "whip")
+
+
+async def whep_post(request: web.Request) -> web.StreamResponse:
+    return await _offer(request, "whep")
+
+
+async def resource_delete(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    kind = request.path.split("/")[1]
+    room = request.match_info["room"]
+    peer = node.peers.get(request.match_info["session"])
+    if peer is None or peer.room.name != room or peer.kind != kind:
+        return refuse(node, 404, "no such session")
+    try:
+        claims = authorize(request, room, "publish" if kind == "whip" else "subscribe")
+    except TokenError as exc:
+        return refuse(node, 401, f"unauthorized: {exc.reason}")
+    if claims.identity != peer.participant and not claims.allows("admin"):
+        return refuse(node, 403, "session belongs to another participant")
+    node.close_peer(peer, "deleted")
+    return web.Response(status=200, headers=CORS)
+
+
+async def resource_patch(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    # The node is ICE-lite and lists its candidates in the answer; trickle is not needed.
+    node.metrics.http_errors["405"] += 1
+    return web.Response(
+        status=405, text="trickle ICE and ICE restart are not supported: the answer "
+        "carries all candidates\n", headers={**CORS, "Allow": "DELETE"},
+    )
+
+
+async def options(request: web.Request) -> web.StreamResponse:
+    headers = dict(CORS)
+    if request.path.startswith(("/whip/", "/whep/")):
+        headers["Accept-Post"] = "application/sdp"
+    return web.Response(status=204, headers=headers)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    status = 503 if node.draining else 200
+    return web.json_response(
+        {"status": "draining" if node.draining else "ok", "rooms": len(node.rooms),
+         "sessions": len(node.peers)},
+        status=status,
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(
+        client_max_size=node.settings.max_request_bytes, middlewares=[errors]
+    )
+    app[NODE_KEY] = node
+    r = app.router
+    r.add_post("/whip/{room}", whip_post)
+    r.add_post("/whep/{room}", whep_post)
+    for kind in ("whip", "whep"):
+        r.add_delete(f"/{kind}/{{room}}/{{session}}", resource_delete)
+        r.add_patch(f"/{kind}/{{room}}/{{session}}", resource_patch)
+    r.add_route("OPTIONS", "/{tail:.*}", options)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    from sfu.http.ws import add_routes
+
+    add_routes(app)
+    return app

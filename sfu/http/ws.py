@@ -1,0 +1,6 @@
+"""placeholder"""
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    return None

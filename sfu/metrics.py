@@ -1,0 +1,108 @@
+"""The node's counters, exported in Prometheus format.
+
+The forwarding path bumps plain integers in dicts (a few nanoseconds); prometheus-client only
+reads them when /metrics is scraped, through a custom collector. Each node owns its registry,
+so several nodes can live in one process (tests, the bench).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PREFIX = "sfu"
+
+# Every drop reason the node counts; listed so a dashboard sees zeros, not missing series.
+DROP_REASONS = (
+    "garbage",
+    "unknown_peer",
+    "stun_malformed",
+    "stun_integrity",
+    "stun_unknown_user",
+    "rtp_malformed",
+    "rtcp_malformed",
+    "srtp_unprotect",
+    "unknown_ssrc",
+    "not_connected",
+    "codec_mismatch",
+    "awaiting_keyframe",
+    "send_error",
+)
+
+
+class NodeMetrics:
+    """Counters and gauge sources for one node."""
+
+    def __init__(self) -> None:
+        self.packets_in: Counter[str] = Counter()
+        self.bytes_in: Counter[str] = Counter()
+        self.packets_out: Counter[str] = Counter()
+        self.bytes_out: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
+        self.http_errors: Counter[str] = Counter()
+        self.keyframe_requests: Counter[str] = Counter()  # requested / sent / suppressed
+        self.sessions_total: Counter[str] = Counter()  # by kind: whip / whep / ws
+        self.sessions_closed: Counter[str] = Counter()  # by reason
+        self.gauges: dict[str, Callable[[], dict[tuple[str, ...], float]]] = {}
+        self.gauge_labels: dict[str, tuple[str, ...]] = {}
+        self.gauge_help: dict[str, str] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+    def add_gauge(
+        self,
+        name: str,
+        help_text: str,
+        labels: tuple[str, ...],
+        read: Callable[[], dict[tuple[str, ...], float]],
+    ) -> None:
+        self.gauges[name] = read
+        self.gauge_labels[name] = labels
+        self.gauge_help[name] = help_text
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _counter(
+    name: str, help_text: str, label: str, values: Counter[str]
+) -> CounterMetricFamily:
+    fam = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        fam.add_metric([key], value)
+    return fam
+
+
+class _Collector(Collector):
+    def __init__(self, m: NodeMetrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield _counter("packets_in", "Datagrams received, by kind", "kind", m.packets_in)
+        yield _counter("bytes_in", "Bytes received, by kind", "kind", m.bytes_in)
+        yield _counter("packets_out", "Datagrams sent, by kind", "kind", m.packets_out)
+        yield _counter("bytes_out", "Bytes sent, by kind", "kind", m.bytes_out)
+        yield _counter("drops", "Packets or requests dropped, by reason", "reason", m.drops)
+        yield _counter("http_errors", "HTTP requests refused, by status", "status", m.http_errors)
+        yield _counter(
+            "keyframe_requests", "Keyframe requests by outcome", "outcome", m.keyframe_requests
+        )
+        yield _counter("sessions", "Sessions created, by kind", "kind", m.sessions_total)
+        yield _counter(
+            "sessions_closed", "Sessions closed, by reason", "reason", m.sessions_closed
+        )
+        for name, read in m.gauges.items():
+            fam = GaugeMetricFamily(
+                f"{PREFIX}_{name}", m.gauge_help[name], labels=list(m.gauge_labels[name])
+            )
+            for labels, value in sorted(read().items()):
+                fam.add_metric(list(labels), value)
+            yield fam

@@ -1,0 +1,142 @@
+"""Offer/answer policy: which codecs, feedback and header extensions the node accepts.
+
+Pure functions over parsed SDP. Publishers get exactly one codec per section, so the node knows
+what it forwards; subscribers get every codec the node can forward that they offered, and each
+down-track maps the publisher's payload type to the subscriber's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sfu.sdp import Codec, Extmap, MediaSection, SdpError, SessionDescription
+
+EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+EXT_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+EXT_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+EXT_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
+EXT_ABS_CAPTURE = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
+EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+
+# Extensions a publisher may send us: routing ones and those we pass on.
+PUBLISH_EXTENSIONS = {
+    "audio": (EXT_MID, EXT_AUDIO_LEVEL, EXT_ABS_CAPTURE),
+    "video": (EXT_MID, EXT_RID, EXT_RRID, EXT_VIDEO_ORIENTATION, EXT_ABS_CAPTURE, EXT_PLAYOUT_DELAY),
+}
+# Extensions copied end to end (renumbered). mid/rid are hop-by-hop: the subscriber demuxes by
+# the SSRCs its answer declares, so they are not forwarded.
+FORWARD_EXTENSIONS = frozenset(
+    {EXT_AUDIO_LEVEL, EXT_VIDEO_ORIENTATION, EXT_ABS_CAPTURE, EXT_PLAYOUT_DELAY}
+)
+
+SUPPORTED_CODECS = {"audio": ("OPUS",), "video": ("VP8", "H264")}
+VIDEO_FEEDBACK = ("nack pli", "ccm fir")
+
+
+@dataclass(slots=True)
+class Negotiated:
+    """What one offered media section became."""
+
+    section: MediaSection
+    codecs: list[Codec]
+    extmaps: list[Extmap]
+    accepted: bool
+    reason: str = ""
+
+
+def h264_profile(codec: Codec) -> str:
+    """profile_idc + constraint flags of profile-level-id (level ignored: we forward as-is)."""
+    return codec.fmtp.get("profile-level-id", "42e01f")[:4].lower()
+
+
+def _usable(codec: Codec, kind: str) -> bool:
+    if codec.name not in SUPPORTED_CODECS.get(kind, ()):
+        return False
+    if codec.name == "H264":
+        # Mode 0 (single NAL unit) cannot carry Chromium's larger frames; we forward mode 1.
+        return codec.fmtp.get("packetization-mode", "0") == "1"
+    if codec.name == "OPUS":
+        return codec.clock_rate == 48000
+    return True
+
+
+def _answer_codec(codec: Codec, kind: str) -> Codec:
+    fb = [f for f in codec.rtcp_fb if f in VIDEO_FEEDBACK] if kind == "video" else []
+    return Codec(
+        payload_type=codec.payload_type,
+        name=codec.name,
+        clock_rate=codec.clock_rate,
+        channels=codec.channels,
+        fmtp=dict(codec.fmtp),
+        rtcp_fb=fb,
+    )
+
+
+def _extmaps(m: MediaSection, allowed: tuple[str, ...] | frozenset[str]) -> list[Extmap]:
+    return [Extmap(e.id, e.uri) for e in m.extmaps if e.uri in allowed]
+
+
+def check_transport(offer: SessionDescription) -> None:
+    """Rules every offer must meet; raises SdpError."""
+    active = [m for m in offer.media if m.port != 0]
+    if not active:
+        raise SdpError("every m= section is rejected (port 0)")
+    for m in active:
+        if m.kind in ("audio", "video"):
+            if "SAVPF" not in m.proto:
+                raise SdpError(f"m={m.kind} uses {m.proto}: only UDP/TLS/RTP/SAVPF (DTLS-SRTP)")
+            if not m.rtcp_mux:
+                raise SdpError(f"m={m.kind} mid {m.mid}: a=rtcp-mux is required")
+        if not m.mid:
+            raise SdpError(f"m={m.kind} has no a=mid")
+        offer.ice_credentials(m)
+        offer.dtls(m)
+    if len(active) > 1 and not set(m.mid or "" for m in active) <= set(offer.bundle):
+        raise SdpError("a=group:BUNDLE with every section is required (one transport per peer)")
+
+
+def negotiate_publish(m: MediaSection) -> Negotiated:
+    """A section the client sends on: accept exactly one codec."""
+    if m.port == 0 or m.kind not in SUPPORTED_CODECS:
+        return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
+    for codec in m.codecs:
+        if _usable(codec, m.kind):
+            return Negotiated(
+                m, [_answer_codec(codec, m.kind)], _extmaps(m, PUBLISH_EXTENSIONS[m.kind]), True
+            )
+    offered = ", ".join(sorted({c.name for c in m.codecs})) or "none"
+    return Negotiated(
+        m, [], [], False,
+        f"no supported {m.kind} codec (offered {offered}; supported "
+        f"{', '.join(SUPPORTED_CODECS[m.kind])})",
+    )
+
+
+def negotiate_subscribe(m: MediaSection) -> Negotiated:
+    """A section the client receives on: accept every codec we can forward."""
+    if m.port == 0 or m.kind not in SUPPORTED_CODECS:
+        return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
+    codecs = [_answer_codec(c, m.kind) for c in m.codecs if _usable(c, m.kind)]
+    if not codecs:
+        return Negotiated(m, [], [], False, f"no supported {m.kind} codec")
+    return Negotiated(m, codecs, _extmaps(m, FORWARD_EXTENSIONS), True)
+
+
+def match_codec(source: Codec, candidates: list[Codec]) -> Codec | None:
+    """The subscriber codec that can carry the publisher's packets unchanged."""
+    same = [c for c in candidates if c.name == source.name and c.clock_rate == source.clock_rate]
+    if source.name == "H264":
+        exact = [c for c in same if h264_profile(c) == h264_profile(source)]
+        if exact:
+            return exact[0]
+        # Constrained baseline streams decode with any baseline-family profile.
+        base = [c for c in same if h264_profile(c)[:2] == h264_profile(source)[:2]]
+        return base[0] if base else None
+    return same[0] if same else None
+
+
+def extension_map(publisher: list[Extmap], subscriber: list[Extmap]) -> dict[int, int]:
+    """Publisher extension id -> subscriber id, for extensions forwarded end to end."""
+    sub = {e.uri: e.id for e in subscriber}
+    return {e.id: sub[e.uri] for e in publisher if e.uri in FORWARD_EXTENSIONS and e.uri in sub}

@@ -1,0 +1,69 @@
+"""Datachannel messages on a peer connection: a versioned JSON envelope.
+
+The node greets every channel with `hello` and answers `clock.ping` with `clock.pong` (server
+time, for countdowns that end together). Other types go to the commerce layer's hook when one is
+installed; anything malformed gets an `error` message and the channel stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCDataChannel
+
+if TYPE_CHECKING:
+    from sfu.net.peer import Peer
+    from sfu.node import Node
+
+MAX_MESSAGE = 16 * 1024
+VERSION = 1
+
+
+def envelope(type_: str, **fields: Any) -> str:
+    return json.dumps({"v": VERSION, "type": type_, **fields}, separators=(",", ":"))
+
+
+def attach(node: Node, peer: Peer, channel: RTCDataChannel) -> None:
+    def hello() -> None:
+        channel.send(
+            envelope("hello", room=peer.room.name, participant=peer.participant, session=peer.id)
+        )
+
+    if channel.readyState == "open":
+        hello()
+    else:
+        channel.on("open", hello)
+
+    @channel.on("message")
+    def on_message(message: str | bytes) -> None:
+        handle_message(node, peer, channel, message)
+
+
+def handle_message(node: Node, peer: Peer, channel: RTCDataChannel, message: str | bytes) -> None:
+    m = node.metrics
+    m.packets_in["datachannel"] += 1
+    if len(message) > MAX_MESSAGE:
+        m.drop("datachannel_oversized")
+        channel.send(envelope("error", code="too_large", reason=f"message over {MAX_MESSAGE} bytes"))
+        return
+    try:
+        msg = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        m.drop("datachannel_malformed")
+        channel.send(envelope("error", code="malformed", reason="message is not JSON"))
+        return
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        m.drop("datachannel_malformed")
+        channel.send(envelope("error", code="malformed", reason="expected an object with a type"))
+        return
+    kind = msg["type"]
+    if kind == "clock.ping":
+        channel.send(envelope("clock.pong", id=msg.get("id"), server_time=time.time()))
+        return
+    hook = node.on_datachannel_message
+    if hook is not None and hook(peer, channel, msg):
+        return
+    m.drop("datachannel_unknown_type")
+    channel.send(envelope("error", code="unknown_type", reason=f"unknown message type {kind!r}"))

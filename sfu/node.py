@@ -1,0 +1,337 @@
+"""Node: one media node process. It owns the UDP media port, the HTTP front, rooms and peers.
+
+Everything with a clock lives here: a 100 ms tick drives keyframe-request timers, receiver
+reports and the removal of silent peers. The per-packet work is in Peer.on_srtp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCDataChannel
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from sfu.config import Settings, advertised_ips
+from sfu.core.receiver import Receiver
+from sfu.core.room import Room, Slot
+from sfu.metrics import NodeMetrics
+from sfu.net.peer import Peer
+from sfu.net.udp import UdpMux
+from sfu.offer import Answered, answer_offer, parse_offer
+from sfu.wire import rtcp
+
+log = logging.getLogger("sfu.node")
+
+TICK = 0.1
+REPORT_INTERVAL = 1.0
+CONNECT_TIMEOUT = 20.0  # from answer to the first valid STUN check and DTLS
+
+
+class Node:
+    """A running media node."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = NodeMetrics()
+        self.certificate = RTCCertificate.generateCertificate()
+        fp = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
+        self.fingerprint = (fp.algorithm, fp.value)
+        self.rooms: dict[str, Room] = {}
+        self.peers: dict[str, Peer] = {}
+        self.peers_by_ufrag: dict[str, Peer] = {}
+        self.peers_by_addr: dict[tuple[str, int], Peer] = {}
+        self.advertised_ips: list[str] = []
+        self.udp_port = 0
+        self.http_port = 0
+        self._udp: UdpMux | None = None
+        self._runner: web.AppRunner | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._next_report = 0.0
+        self._ssrcs: set[int] = set()
+        self.started_at = time.time()
+        self.draining = False
+        self.on_datachannel_message: Any = None  # hook for the commerce layer
+        self._register_gauges()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def http_url(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.http_port}"
+
+    async def start(self) -> None:
+        from sfu.http.app import build_app
+
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: UdpMux(self), local_addr=(s.host, s.udp_port)
+        )
+        self._udp = protocol
+        self.udp_port = transport.get_extra_info("sockname")[1]
+        self.advertised_ips = advertised_ips(s)
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.http_port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        self._tick_task = asyncio.ensure_future(self._tick_loop())
+        log.info(
+            "node started",
+            extra={"http": self.http_url, "udp_port": self.udp_port, "ips": self.advertised_ips},
+        )
+
+    async def stop(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        for peer in list(self.peers.values()):
+            self.close_peer(peer, "node_stopped")
+        await asyncio.sleep(0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        return room
+
+    def new_ssrc(self) -> int:
+        while True:
+            ssrc = secrets.randbits(32)
+            if ssrc and ssrc not in self._ssrcs:
+                self._ssrcs.add(ssrc)
+                return ssrc
+
+    def open_session(
+        self,
+        *,
+        kind: str,
+        room_name: str,
+        participant: str,
+        offer_sdp: str,
+        publish: bool,
+        subscribe: bool,
+    ) -> Answered:
+        """Answer an offer and register the new peer. Raises SdpError."""
+        offer = parse_offer(offer_sdp)
+        now = self.now()
+        room = self.room(room_name)
+        answered = answer_offer(
+            self, kind=kind, room=room, participant=participant, offer=offer,
+            allow_publish=publish, allow_subscribe=subscribe, now=now,
+        )
+        peer = answered.peer
+        self.peers[peer.id] = peer
+        self.peers_by_ufrag[peer.local_ufrag] = peer
+        room.participants[participant] = "publisher" if answered.published else "subscriber"
+        self.metrics.sessions_total[kind] += 1
+        for receiver in answered.published:
+            for slot in room.add_receiver(receiver, now):
+                self._slot_bound(slot, now)
+        for slot in answered.subscribed:
+            if room.add_slot(slot, now):
+                self._slot_bound(slot, now)
+        peer.on_channel = self._on_channel
+        peer.start()
+        log.info(
+            "session opened",
+            extra={"peer": peer.id, "kind": kind, "room": room_name, "participant": participant,
+                   "tracks": len(answered.published), "slots": len(answered.subscribed)},
+        )
+        return answered
+
+    def close_peer(self, peer: Peer, reason: str) -> None:
+        if peer.state == "closed" and peer.id not in self.peers:
+            return
+        self.peers.pop(peer.id, None)
+        self.peers_by_ufrag.pop(peer.local_ufrag, None)
+        if peer.addr is not None and self.peers_by_addr.get(peer.addr) is peer:
+            del self.peers_by_addr[peer.addr]
+        room = peer.room
+        now = self.now()
+        for receiver in peer.receivers:
+            for slot in room.remove_receiver(receiver.info.track_id, now):
+                self._slot_bound(slot, now)
+        for slot in peer.slots:
+            room.remove_slot(slot)
+            self._ssrcs.discard(slot.downtrack.ssrc)
+        if not any(p.room is room and p.participant == peer.participant for p in self.peers.values()):
+            room.participants.pop(peer.participant, None)
+        if room.empty:
+            self.rooms.pop(room.name, None)
+        self.metrics.sessions_closed[reason] += 1
+        peer.close_reason = reason
+        peer.state = "closed"
+        asyncio.ensure_future(peer.close())
+        log.info("session closed", extra={"peer": peer.id, "reason": reason})
+
+    def _slot_bound(self, slot: Slot, now: float) -> None:
+        # A new viewer of a video track needs a keyframe to start decoding.
+        receiver = slot.downtrack.receiver
+        if receiver is not None:
+            self.request_keyframe(receiver, now)
+
+    def peer_connected(self, peer: Peer) -> None:
+        now = self.now()
+        for slot in peer.slots:
+            if slot.downtrack.receiver is not None:
+                self.request_keyframe(slot.downtrack.receiver, now)
+
+    def peer_address(
+        self, peer: Peer, old: tuple[str, int] | None, new: tuple[str, int]
+    ) -> None:
+        if old is not None and self.peers_by_addr.get(old) is peer:
+            del self.peers_by_addr[old]
+        other = self.peers_by_addr.get(new)
+        if other is not None and other is not peer:
+            # The 5-tuple moved to a new session (an ICE restart or a reused port).
+            other.addr = None
+        self.peers_by_addr[new] = peer
+
+    # --- media helpers -----------------------------------------------------------------------
+
+    def now(self) -> float:
+        return asyncio.get_event_loop().time()
+
+    def send_datagram(self, data: bytes, addr: tuple[str, int], kind: str) -> None:
+        udp = self._udp
+        if udp is None or udp.transport is None:
+            return
+        udp.transport.sendto(data, addr)
+        self.metrics.packets_out[kind] += 1
+        self.metrics.bytes_out[kind] += len(data)
+
+    def request_keyframe(self, receiver: Receiver, now: float) -> None:
+        self.metrics.keyframe_requests["requested"] += 1
+        if receiver.request_keyframe(now):
+            self._send_pli(receiver)
+        else:
+            self.metrics.keyframe_requests["suppressed"] += 1
+
+    def _send_pli(self, receiver: Receiver) -> None:
+        upstream: Peer | None = receiver.upstream
+        if upstream is None or receiver.ssrc is None:
+            return
+        self.metrics.keyframe_requests["sent"] += 1
+        upstream.send_rtcp([rtcp.Pli(sender_ssrc=upstream.rtcp_ssrc, media_ssrc=receiver.ssrc)])
+
+    def forward_sender_report(
+        self, receiver: Receiver, sr: rtcp.SenderReport, now: float
+    ) -> None:
+        for dt in receiver.downtracks:
+            out = dt.sender_report(sr)
+            if out is not None and dt.sink is not None:
+                dt.stats.on_sender_report_sent(out.ntp_timestamp, now)
+                dt.sink.send_rtcp([out])
+
+    def _on_channel(self, peer: Peer, channel: RTCDataChannel) -> None:
+        from sfu.net.datachannel import attach
+
+        attach(self, peer, channel)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.tick(self.now())
+            except Exception:
+                log.exception("tick failed")
+
+    def tick(self, now: float) -> None:
+        timeout = self.settings.peer_timeout
+        for peer in list(self.peers.values()):
+            if peer.state == "connected" and now - peer.last_seen > timeout:
+                self.close_peer(peer, "timeout")
+            elif peer.state == "new" and now - peer.created_at > CONNECT_TIMEOUT:
+                self.close_peer(peer, "connect_timeout")
+        for room in self.rooms.values():
+            for receiver in room.receivers.values():
+                t = receiver.keyframes.get_timer()
+                if t is not None and t <= now and receiver.keyframes.handle_timer(now):
+                    self._send_pli(receiver)
+        if now >= self._next_report:
+            self._next_report = now + REPORT_INTERVAL
+            self._send_receiver_reports(now)
+
+    def _send_receiver_reports(self, now: float) -> None:
+        for peer in self.peers.values():
+            if peer.state != "connected" or not peer.receivers:
+                continue
+            blocks = [b for r in peer.receivers if (b := r.report_block(now)) is not None]
+            if blocks:
+                peer.send_rtcp([rtcp.ReceiverReport(ssrc=peer.rtcp_ssrc, reports=blocks[:31])])
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.add_gauge("rooms", "Rooms with at least one participant", (), lambda: {(): len(self.rooms)})
+        m.add_gauge(
+            "participants", "Participants by role", ("role",), self._participants_by_role
+        )
+        m.add_gauge("sessions_active", "Peer connections by kind and state", ("kind", "state"),
+                    self._sessions_by_kind)
+        m.add_gauge("tracks", "Published tracks by kind", ("kind",), self._tracks_by_kind)
+
+    def _participants_by_role(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {("publisher",): 0, ("subscriber",): 0}
+        for room in self.rooms.values():
+            for role in room.participants.values():
+                out[(role,)] = out.get((role,), 0) + 1
+        return out
+
+    def _sessions_by_kind(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for peer in self.peers.values():
+            key = (peer.kind, peer.state)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def _tracks_by_kind(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {("audio",): 0, ("video",): 0}
+        for room in self.rooms.values():
+            for r in room.receivers.values():
+                out[(r.info.kind,)] += 1
+        return out
+
+
+async def _serve(settings: Settings) -> None:
+    node = Node(settings)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+
+
+def run_node(settings: Settings) -> None:
+    """Run a node until SIGINT/SIGTERM, on uvloop when available."""
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(_serve(settings))
