@@ -12,6 +12,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +25,8 @@ from sfu.core.room import Room, Slot
 from sfu.metrics import NodeMetrics
 from sfu.net.peer import Peer
 from sfu.net.udp import UdpMux
-from sfu.offer import Answered, answer_offer, parse_offer
+from sfu.offer import Answered, answer_offer, create_peer, parse_offer
+from sfu.sdp import SdpError
 from sfu.wire import rtcp
 
 log = logging.getLogger("sfu.node")
@@ -58,6 +60,8 @@ class Node:
         self.started_at = time.time()
         self.draining = False
         self.on_datachannel_message: Any = None  # hook for the commerce layer
+        # room name -> callbacks told when the room's set of tracks changes (room protocol)
+        self.room_listeners: dict[str, set[Callable[[Room], None]]] = {}
         self._register_gauges()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -129,26 +133,26 @@ class Node:
         offer_sdp: str,
         publish: bool,
         subscribe: bool,
+        subscriptions: dict[str, str] | None = None,
     ) -> Answered:
-        """Answer an offer and register the new peer. Raises SdpError."""
+        """Answer an initial offer and register the new peer. Raises SdpError."""
         offer = parse_offer(offer_sdp)
         now = self.now()
         room = self.room(room_name)
-        answered = answer_offer(
-            self, kind=kind, room=room, participant=participant, offer=offer,
-            allow_publish=publish, allow_subscribe=subscribe, now=now,
-        )
-        peer = answered.peer
+        peer = create_peer(self, kind=kind, room=room, participant=participant, offer=offer, now=now)
+        try:
+            answered = answer_offer(
+                self, peer, offer, allow_publish=publish, allow_subscribe=subscribe,
+                subscriptions=subscriptions, now=now,
+            )
+        except SdpError:
+            if room.empty:
+                self.rooms.pop(room.name, None)
+            raise
         self.peers[peer.id] = peer
         self.peers_by_ufrag[peer.local_ufrag] = peer
-        room.participants[participant] = "publisher" if answered.published else "subscriber"
         self.metrics.sessions_total[kind] += 1
-        for receiver in answered.published:
-            for slot in room.add_receiver(receiver, now):
-                self._slot_bound(slot, now)
-        for slot in answered.subscribed:
-            if room.add_slot(slot, now):
-                self._slot_bound(slot, now)
+        self._apply(peer, answered, now)
         peer.on_channel = self._on_channel
         peer.start()
         log.info(
@@ -157,6 +161,50 @@ class Node:
                    "tracks": len(answered.published), "slots": len(answered.subscribed)},
         )
         return answered
+
+    def renegotiate(
+        self,
+        peer: Peer,
+        offer_sdp: str,
+        *,
+        publish: bool,
+        subscribe: bool,
+        subscriptions: dict[str, str] | None = None,
+    ) -> Answered:
+        """Answer a new offer on an existing peer (tracks added or stopped)."""
+        offer = parse_offer(offer_sdp)
+        now = self.now()
+        answered = answer_offer(
+            self, peer, offer, allow_publish=publish, allow_subscribe=subscribe,
+            subscriptions=subscriptions, now=now,
+        )
+        self._apply(peer, answered, now)
+        return answered
+
+    def _apply(self, peer: Peer, answered: Answered, now: float) -> None:
+        room = peer.room
+        version = room.version
+        for receiver in answered.unpublished:
+            for slot in room.remove_receiver(receiver.info.track_id, now):
+                self._slot_bound(slot, now)
+        for slot in answered.unsubscribed:
+            room.remove_slot(slot)
+            self._ssrcs.discard(slot.downtrack.ssrc)
+        for receiver in answered.published:
+            for slot in room.add_receiver(receiver, now):
+                self._slot_bound(slot, now)
+        for slot in answered.subscribed:
+            if room.add_slot(slot, now):
+                self._slot_bound(slot, now)
+        role = "publisher" if peer.receivers else "subscriber"
+        if room.participants.get(peer.participant) != "publisher":
+            room.participants[peer.participant] = role
+        if room.version != version:
+            self._tracks_changed(room)
+
+    def _tracks_changed(self, room: Room) -> None:
+        for listener in list(self.room_listeners.get(room.name, ())):
+            listener(room)
 
     def close_peer(self, peer: Peer, reason: str) -> None:
         if peer.state == "closed" and peer.id not in self.peers:
@@ -167,6 +215,7 @@ class Node:
             del self.peers_by_addr[peer.addr]
         room = peer.room
         now = self.now()
+        version = room.version
         for receiver in peer.receivers:
             for slot in room.remove_receiver(receiver.info.track_id, now):
                 self._slot_bound(slot, now)
@@ -175,7 +224,9 @@ class Node:
             self._ssrcs.discard(slot.downtrack.ssrc)
         if not any(p.room is room and p.participant == peer.participant for p in self.peers.values()):
             room.participants.pop(peer.participant, None)
-        if room.empty:
+        if room.version != version:
+            self._tracks_changed(room)
+        if room.empty and not self.room_listeners.get(room.name):
             self.rooms.pop(room.name, None)
         self.metrics.sessions_closed[reason] += 1
         peer.close_reason = reason

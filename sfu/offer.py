@@ -6,7 +6,7 @@ Used by WHIP (publish), WHEP (play) and the room protocol (both, with renegotiat
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sfu.core.downtrack import DownTrack
@@ -20,7 +20,15 @@ from sfu.negotiate import (
     negotiate_subscribe,
 )
 from sfu.net.peer import Peer
-from sfu.sdp import AnswerMedia, AnswerTransport, SdpError, SessionDescription, parse, write_answer
+from sfu.sdp import (
+    AnswerMedia,
+    AnswerTransport,
+    MediaSection,
+    SdpError,
+    SessionDescription,
+    parse,
+    write_answer,
+)
 
 if TYPE_CHECKING:
     from sfu.node import Node
@@ -36,6 +44,8 @@ class Answered:
     sdp: str
     published: list[Receiver]
     subscribed: list[Slot]
+    unpublished: list[Receiver] = field(default_factory=list)
+    unsubscribed: list[Slot] = field(default_factory=list)
 
 
 def _sending(direction: str) -> bool:
@@ -54,80 +64,94 @@ def parse_offer(text: str) -> SessionDescription:
     return offer
 
 
-def answer_offer(
-    node: Node,
-    *,
-    kind: str,
-    room: Room,
-    participant: str,
-    offer: SessionDescription,
-    allow_publish: bool,
-    allow_subscribe: bool,
-    now: float,
-) -> Answered:
-    """Create the peer for a new offer. Raises SdpError when nothing usable is offered."""
+def create_peer(
+    node: Node, *, kind: str, room: Room, participant: str, offer: SessionDescription, now: float
+) -> Peer:
+    """A new peer for the transport parameters of an initial offer."""
     first = next(m for m in offer.media if m.port != 0)
     remote_ufrag, _ = offer.ice_credentials(first)
     fingerprints, setup = offer.dtls(first)
     if setup not in ("actpass", "active", "passive"):
         raise SdpError(f"a=setup:{setup} is not valid in an offer")
-    dtls_server = setup != "passive"
     app = next((m for m in offer.media if m.kind == "application" and m.port != 0), None)
-    peer = Peer(
+    return Peer(
         node,
         kind=kind,
         room=room,
         participant=participant,
         remote_ufrag=remote_ufrag,
         remote_fingerprints=fingerprints,
-        dtls_server=dtls_server,
+        dtls_server=setup != "passive",
         sctp_port=(app.sctp_port or SCTP_PORT) if app is not None else None,
         sctp_max_message=app.max_message_size if app is not None else None,
         now=now,
     )
-    stream_id = f"{room.name}-{participant}"
+
+
+def answer_offer(
+    node: Node,
+    peer: Peer,
+    offer: SessionDescription,
+    *,
+    allow_publish: bool,
+    allow_subscribe: bool,
+    subscriptions: dict[str, str] | None = None,
+    now: float,
+) -> Answered:
+    """Negotiate every section of an offer, initial or renegotiated, on `peer`.
+
+    A mid seen before keeps what it was negotiated as (a renegotiation may only stop it);
+    a new mid publishes when the client sends on it and subscribes when it receives.
+    `subscriptions` maps a receiving mid to the track id it wants (the room protocol);
+    without one, a receiving section takes any track of its kind (WHEP).
+    Raises SdpError when nothing usable is offered.
+    """
+    if peer.sections:
+        first = next((m for m in offer.media if m.port != 0), None)
+        if first is not None and offer.ice_credentials(first)[0] != peer.remote_ufrag:
+            raise SdpError("ICE restart (new ice-ufrag) is not supported; open a new session")
+    room = peer.room
+    subscriptions = subscriptions or {}
+    stream_id = f"{room.name}-{peer.participant}"
     sections: list[AnswerMedia] = []
-    published: list[Receiver] = []
-    subscribed: list[Slot] = []
-    for m in offer.media:
-        mid = m.mid or str(len(sections))
-        if m.kind == "application":
-            if m.port == 0 or m.sctp_port is None and "SCTP" not in m.proto:
-                sections.append(AnswerMedia(m.kind, mid, m.proto, rejected=True, formats=m.formats))
-            else:
-                sections.append(
-                    AnswerMedia(
-                        m.kind, mid, m.proto, formats=m.formats,
-                        sctp_port=SCTP_PORT, max_message_size=MAX_MESSAGE_SIZE,
-                    )
-                )
+    result = Answered(peer, "", [], [])
+    for index, m in enumerate(offer.media):
+        mid = m.mid or str(index)
+        previous = peer.sections.get(mid)
+        if previous is not None:
+            sections.append(_keep_or_stop(peer, m, mid, previous, result))
             continue
-        if m.port != 0 and _sending(m.direction) and allow_publish:
+        answer = AnswerMedia(m.kind, mid, m.proto, rejected=True, formats=m.formats)
+        if m.kind == "application":
+            if m.port != 0 and (m.sctp_port is not None or "SCTP" in m.proto):
+                answer = AnswerMedia(
+                    m.kind, mid, m.proto, formats=m.formats,
+                    sctp_port=SCTP_PORT, max_message_size=MAX_MESSAGE_SIZE,
+                )
+        elif m.port != 0 and _sending(m.direction) and allow_publish:
             neg = negotiate_publish(m)
             if neg.accepted:
-                receiver = _publish(peer, room, participant, stream_id, mid, neg)
-                published.append(receiver)
-                sections.append(
-                    AnswerMedia(m.kind, mid, m.proto, direction="recvonly",
-                                codecs=neg.codecs, extmaps=neg.extmaps)
-                )
-                continue
+                receiver = _publish(peer, room, peer.participant, stream_id, mid, neg)
+                result.published.append(receiver)
+                answer = AnswerMedia(m.kind, mid, m.proto, direction="recvonly",
+                                     codecs=neg.codecs, extmaps=neg.extmaps)
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
             neg = negotiate_subscribe(m)
             if neg.accepted:
-                slot = _subscribe_slot(node, participant, mid, neg)
+                slot = _subscribe_slot(node, peer.participant, mid, neg)
+                slot.wants = subscriptions.get(mid)
+                wanted = room.receivers.get(slot.wants) if slot.wants else None
+                stream = wanted.info.stream_id if wanted is not None else room.name
                 peer.add_slot(slot)
-                subscribed.append(slot)
-                sections.append(
-                    AnswerMedia(
-                        m.kind, mid, m.proto, direction="sendonly", codecs=neg.codecs,
-                        extmaps=neg.extmaps, ssrcs=[(slot.downtrack.ssrc, f"sfu-{room.name}")],
-                        msid=f"{room.name} {slot.downtrack.ssrc}",
-                    )
+                result.subscribed.append(slot)
+                answer = AnswerMedia(
+                    m.kind, mid, m.proto, direction="sendonly", codecs=neg.codecs,
+                    extmaps=neg.extmaps, ssrcs=[(slot.downtrack.ssrc, f"sfu-{room.name}")],
+                    msid=f"{stream} {slot.downtrack.ssrc}",
                 )
-                continue
-        sections.append(AnswerMedia(m.kind, mid, m.proto, rejected=True, formats=m.formats))
-    if not published and not subscribed and app is None:
+        peer.sections[mid] = answer
+        sections.append(answer)
+    if not peer.sections or all(a.rejected for a in sections):
         reasons = []
         for m in offer.media:
             if m.kind in ("audio", "video") and m.port != 0:
@@ -138,11 +162,36 @@ def answer_offer(
         ice_ufrag=peer.local_ufrag,
         ice_pwd=peer.local_pwd,
         fingerprint=node.fingerprint,
-        setup="passive" if dtls_server else "active",
+        setup="passive" if peer.dtls_server else "active",
         candidates=[(ip, node.udp_port) for ip in node.advertised_ips],
     )
-    sdp = write_answer(secrets.randbits(62), transport, sections)
-    return Answered(peer, sdp, published, subscribed)
+    peer.sdp_version += 1
+    result.sdp = write_answer(peer.sdp_session_id, transport, sections, peer.sdp_version)
+    return result
+
+
+def _keep_or_stop(
+    peer: Peer, m: MediaSection, mid: str, previous: AnswerMedia, result: Answered
+) -> AnswerMedia:
+    """A renegotiated section: unchanged, or stopped when the client stopped it."""
+    if previous.rejected:
+        return previous
+    stopped = m.port == 0 or (
+        previous.direction == "recvonly" and not _sending(m.direction)
+    ) or (previous.direction == "sendonly" and not _receiving(m.direction))
+    if not stopped:
+        return previous
+    receiver = peer.receivers_by_mid.get(mid)
+    if receiver is not None and previous.direction == "recvonly":
+        peer.remove_receiver(receiver)
+        result.unpublished.append(receiver)
+    slot = next((s for s in peer.slots if s.downtrack.mid == mid), None)
+    if slot is not None and previous.direction == "sendonly":
+        peer.remove_slot(slot)
+        result.unsubscribed.append(slot)
+    stopped_answer = AnswerMedia(m.kind, mid, m.proto, rejected=True, formats=m.formats)
+    peer.sections[mid] = stopped_answer
+    return stopped_answer
 
 
 def _publish(

@@ -305,12 +305,14 @@ class AnswerTransport:
     candidates: list[tuple[str, int]]  # host candidates (ip, port)
 
 
-def write_answer(session_id: int, transport: AnswerTransport, media: list[AnswerMedia]) -> str:
+def write_answer(
+    session_id: int, transport: AnswerTransport, media: list[AnswerMedia], version: int = 1
+) -> str:
     """Serialise an ICE-lite, BUNDLEd, rtcp-muxed answer."""
     bundled = [m.mid for m in media if not m.rejected]
     lines = [
         "v=0",
-        f"o=- {session_id} 2 IN IP4 127.0.0.1",
+        f"o=- {session_id} {version} IN IP4 127.0.0.1",
         "s=-",
         "t=0 0",
         "a=ice-lite",
@@ -318,7 +320,6 @@ def write_answer(session_id: int, transport: AnswerTransport, media: list[Answer
     ]
     if bundled:
         lines.append("a=group:BUNDLE " + " ".join(bundled))
-    first = True
     for m in media:
         if m.rejected:
             fmt = " ".join(m.formats or [str(c.payload_type) for c in m.codecs] or ["0"])
@@ -335,12 +336,11 @@ def write_answer(session_id: int, transport: AnswerTransport, media: list[Answer
             f"a=fingerprint:{transport.fingerprint[0]} {transport.fingerprint[1]}",
             f"a=setup:{transport.setup}",
         ]
-        if first:
-            # Candidates are the same for every bundled section; list them once.
-            for i, (ip, cport) in enumerate(transport.candidates, 1):
-                lines.append(f"a=candidate:{i} 1 udp {2130706431 - i} {ip} {cport} typ host")
-            lines.append("a=end-of-candidates")
-            first = False
+        # The same candidates in every bundled section: some stacks (aiortc) read only the
+        # last section of a bundle for them.
+        for i, (ip, cport) in enumerate(transport.candidates, 1):
+            lines.append(f"a=candidate:{i} 1 udp {2130706431 - i} {ip} {cport} typ host")
+        lines.append("a=end-of-candidates")
         if m.kind == "application":
             if m.sctp_port is not None:
                 lines.append(f"a=sctp-port:{m.sctp_port}")

@@ -23,6 +23,7 @@ from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.negotiate import EXT_MID
 from sfu.net.dtls import make_dtls
+from sfu.sdp import AnswerMedia
 from sfu.wire import rtcp
 from sfu.wire.rtcp import RtcpError
 from sfu.wire.rtp import RtpError, parse_header
@@ -74,6 +75,10 @@ class Peer:
         self.receivers_by_ssrc: dict[int, Receiver] = {}
         self.receivers_by_mid: dict[str, Receiver] = {}
         self.mid_ext_id: int | None = None
+        # negotiation: what each mid became, kept across renegotiations
+        self.sections: dict[str, AnswerMedia] = {}
+        self.sdp_session_id = secrets.randbits(62)
+        self.sdp_version = 0
         # subscribing
         self.slots: list[Slot] = []
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
@@ -96,6 +101,19 @@ class Peer:
             self.receivers_by_ssrc[ssrc] = receiver
         if ssrcs:
             receiver.ssrc = ssrcs[0]
+
+    def remove_receiver(self, receiver: Receiver) -> None:
+        if receiver in self.receivers:
+            self.receivers.remove(receiver)
+        for mid in [k for k, r in self.receivers_by_mid.items() if r is receiver]:
+            del self.receivers_by_mid[mid]
+        for ssrc in [k for k, r in self.receivers_by_ssrc.items() if r is receiver]:
+            del self.receivers_by_ssrc[ssrc]
+
+    def remove_slot(self, slot: Slot) -> None:
+        if slot in self.slots:
+            self.slots.remove(slot)
+        self.downtracks_by_ssrc.pop(slot.downtrack.ssrc, None)
 
     def add_slot(self, slot: Slot) -> None:
         slot.downtrack.sink = self
