@@ -1,0 +1,1 @@
+"""Real-peer WebRTC clients (aiortc) for WHIP/WHEP: shared by the e2e tests and the bench."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: loopback-only ICE for every test, a real Node on ephemeral ports, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.clients.loopback import restrict_ice_to_loopback
+
+TEST_API_KEY = "testkey"
+TEST_API_SECRET = "x" * 40
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice() -> Iterator[None]:
+    """aioice gathers only 127.0.0.1 host candidates for the duration of each test."""
+    undo = restrict_ice_to_loopback()
+    try:
+        yield
+    finally:
+        undo()
+
+
+@pytest.fixture
+def node_settings(tmp_path: Path) -> Any:
+    from sfu.config import Settings
+
+    data_dir = tmp_path / "sfu-data"
+    data_dir.mkdir()
+    return Settings(
+        host="127.0.0.1",
+        http_port=0,
+        udp_port=0,
+        data_dir=data_dir,
+        api_key=TEST_API_KEY,
+        api_secret=TEST_API_SECRET,
+        # Test traffic stays on loopback: Chromium also checks from the host's other
+        # addresses, and the node must never answer there.
+        peer_networks=["127.0.0.0/8", "::1/128"],
+    )
+
+
+@pytest.fixture
+async def node(node_settings: Any) -> AsyncIterator[Any]:
+    """A started Node (HTTP + one UDP media port on 127.0.0.1, ephemeral); stopped after."""
+    from sfu.node import Node
+
+    n = Node(node_settings)
+    await asyncio.wait_for(n.start(), 15)
+    try:
+        yield n
+    finally:
+        await asyncio.wait_for(n.stop(), 15)
+
+
+@pytest.fixture
+def mint(node_settings: Any) -> Callable[..., str]:
+    """``mint(room, identity, grants)`` -> a token the node under test accepts."""
+    from sfu.auth import mint_token
+
+    def _mint(room: str, identity: str, grants: Sequence[str] | str) -> str:
+        grant_list = [grants] if isinstance(grants, str) else list(grants)
+        return mint_token(
+            api_key=node_settings.api_key,
+            api_secret=node_settings.api_secret,
+            room=room,
+            identity=identity,
+            grants=grant_list,
+        )
+
+    return _mint
