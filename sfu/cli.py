@@ -50,6 +50,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--peer-timeout", type=float, help="seconds of silence before a peer is dropped (7)"
     )
+    serve.add_argument(
+        "--peer-network",
+        action="append",
+        metavar="CIDR",
+        help="only accept media peers from this network; repeatable (default: any)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -111,8 +117,15 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
     peer_timeout = defaults.peer_timeout if args.peer_timeout is None else args.peer_timeout
     if not peer_timeout > 0:
         raise UsageError(f"--peer-timeout must be positive, got {peer_timeout}")
+    peer_networks: list[str] = []
+    for cidr in args.peer_network or []:
+        try:
+            peer_networks.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+        except ValueError:
+            raise UsageError(f"peer network {cidr!r} is not a CIDR like 10.0.0.0/8") from None
     return Settings(
         host=host or defaults.host,
+        peer_networks=peer_networks,
         http_port=_check_port("HTTP port", defaults.http_port if http_port is None else http_port),
         udp_port=_check_port("UDP port", defaults.udp_port if udp_port is None else udp_port),
         public_ips=public_ips,

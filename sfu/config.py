@@ -49,6 +49,9 @@ class Settings:
     data_dir: Path = Path(".sfu")
     # Seconds without any packet or keepalive before a peer is considered gone.
     peer_timeout: float = 7.0
+    # Networks media peers may connect from (CIDRs); empty allows any. STUN checks from
+    # elsewhere get no answer, so the node never sends to an address outside them.
+    peer_networks: list[str] = field(default_factory=list)
     max_request_bytes: int = 64 * 1024
     dev_mode: bool = True
     log_level: str = "info"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import signal
@@ -62,6 +63,7 @@ class Node:
         self.on_datachannel_message: Any = None  # hook for the commerce layer
         # room name -> callbacks told when the room's set of tracks changes (room protocol)
         self.room_listeners: dict[str, set[Callable[[Room], None]]] = {}
+        self._peer_networks = [ipaddress.ip_network(n, strict=False) for n in settings.peer_networks]
         self._register_gauges()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -256,6 +258,15 @@ class Node:
             # The 5-tuple moved to a new session (an ICE restart or a reused port).
             other.addr = None
         self.peers_by_addr[new] = peer
+
+    def peer_address_allowed(self, ip: str) -> bool:
+        if not self._peer_networks:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self._peer_networks)
 
     # --- media helpers -----------------------------------------------------------------------
 

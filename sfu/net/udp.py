@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import TYPE_CHECKING
 
 from aioice import stun
@@ -74,7 +75,7 @@ class UdpMux(asyncio.DatagramProtocol):
         m.bytes_in["stun"] += len(data)
         try:
             msg = stun.parse_message(data)
-        except ValueError:
+        except (ValueError, struct.error):  # aioice unpacks fixed-size attributes unchecked
             m.drop("stun_malformed")
             return
         if msg.message_method != stun.Method.BINDING:
@@ -98,6 +99,9 @@ class UdpMux(asyncio.DatagramProtocol):
             peer.local_pwd.encode()
         ):
             m.drop("stun_integrity")
+            return
+        if not self.node.peer_address_allowed(addr[0]):
+            m.drop("peer_network")
             return
         peer.on_binding(addr, "USE-CANDIDATE" in msg.attributes, now)
         response = stun.Message(
