@@ -58,7 +58,8 @@ class DownTrack:
         now: float,
     ) -> None:
         """Start forwarding `receiver` on this slot (first bind or a new source)."""
-        if self.receiver is not None:
+        if self.munger.has_source:
+            # A new source (even after an unbind): continue this slot's seq/ts timeline.
             self.munger.switch_source(now)
         self.receiver = receiver
         self.payload_type = payload_type

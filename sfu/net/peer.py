@@ -86,6 +86,7 @@ class Peer:
         self._tx: pylibsrtp.Session | None = None
         self._rx: pylibsrtp.Session | None = None
         self._dtls, self._pipe = make_dtls(node.certificate, self._send_raw, dtls_server)
+        self._dtls.on("statechange", self._on_dtls_state)
         self._sctp: RTCSctpTransport | None = None
         self.channels: list[RTCDataChannel] = []
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +145,12 @@ class Peer:
             await self._sctp.start(
                 RTCSctpCapabilities(maxMessageSize=self.sctp_max_message), self.sctp_remote_port
             )
+
+    def _on_dtls_state(self) -> None:
+        # The peer sent close_notify (a clean hang-up without DELETE): no need to wait for
+        # the silence timeout.
+        if self.state == "connected" and self._dtls.state in ("closed", "failed"):
+            self.node.close_peer(self, "dtls_closed")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         self.channels.append(channel)
