@@ -55,15 +55,24 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
 
 
+class Forbidden(TokenError):
+    """A valid token that does not cover this room or grant: 403, where a bad token is 401."""
+
+
+def _auth_refusal(node: Node, exc: TokenError) -> web.Response:
+    status = 403 if isinstance(exc, Forbidden) else 401
+    return refuse(node, status, f"unauthorized: {exc.reason}")
+
+
 def authorize(request: web.Request, room: str, grant: str) -> Claims:
     node = _node(request)
     s = node.settings
     token = bearer_token(request.headers.get("Authorization"))
     claims = verify_token(token, api_key=s.api_key, api_secret=s.api_secret)
     if claims.room != room:
-        raise TokenError(f"token is for room {claims.room!r}, not {room!r}")
+        raise Forbidden(f"token is for room {claims.room!r}, not {room!r}")
     if not claims.allows(grant):
-        raise TokenError(f"token lacks the {grant!r} grant")
+        raise Forbidden(f"token lacks the {grant!r} grant")
     return claims
 
 
@@ -76,8 +85,7 @@ async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         claims = authorize(request, room, grant)
     except TokenError as exc:
-        status = 403 if "grant" in exc.reason or "room" in exc.reason else 401
-        return refuse(node, status, f"unauthorized: {exc.reason}")
+        return _auth_refusal(node, exc)
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype != "application/sdp":
         return refuse(node, 415, "Content-Type must be application/sdp")
@@ -124,7 +132,7 @@ async def resource_delete(request: web.Request) -> web.StreamResponse:
     try:
         claims = authorize(request, room, "publish" if kind == "whip" else "subscribe")
     except TokenError as exc:
-        return refuse(node, 401, f"unauthorized: {exc.reason}")
+        return _auth_refusal(node, exc)
     if claims.identity != peer.participant and not claims.allows("admin"):
         return refuse(node, 403, "session belongs to another participant")
     node.close_peer(peer, "deleted")

@@ -44,13 +44,14 @@ def attach(node: Node, peer: Peer, channel: RTCDataChannel) -> None:
 def handle_message(node: Node, peer: Peer, channel: RTCDataChannel, message: str | bytes) -> None:
     m = node.metrics
     m.packets_in["datachannel"] += 1
-    if len(message) > MAX_MESSAGE:
+    size = len(message.encode()) if isinstance(message, str) else len(message)
+    if size > MAX_MESSAGE:
         m.drop("datachannel_oversized")
         channel.send(envelope("error", code="too_large", reason=f"message over {MAX_MESSAGE} bytes"))
         return
     try:
         msg = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # deep nesting must not escape into aiortc's DTLS loop
         m.drop("datachannel_malformed")
         channel.send(envelope("error", code="malformed", reason="message is not JSON"))
         return
