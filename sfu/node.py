@@ -141,8 +141,10 @@ class Node:
         offer = parse_offer(offer_sdp)
         now = self.now()
         room = self.room(room_name)
-        peer = create_peer(self, kind=kind, room=room, participant=participant, offer=offer, now=now)
         try:
+            peer = create_peer(
+                self, kind=kind, room=room, participant=participant, offer=offer, now=now
+            )
             answered = answer_offer(
                 self, peer, offer, allow_publish=publish, allow_subscribe=subscribe,
                 subscriptions=subscriptions, now=now,
@@ -196,6 +198,8 @@ class Node:
             for slot in room.add_receiver(receiver, now):
                 self._slot_bound(slot, now)
         for slot in answered.subscribed:
+            if peer.state == "connected":
+                slot.downtrack.resume()
             if room.add_slot(slot, now):
                 self._slot_bound(slot, now)
         role = "publisher" if peer.receivers else "subscriber"
@@ -245,6 +249,7 @@ class Node:
     def peer_connected(self, peer: Peer) -> None:
         now = self.now()
         for slot in peer.slots:
+            slot.downtrack.resume()
             if slot.downtrack.receiver is not None:
                 self.request_keyframe(slot.downtrack.receiver, now)
 

@@ -41,6 +41,9 @@ class DownTrack:
         self.ext_map: dict[int, int] = {}
         self.ext_identity = True  # publisher and subscriber use the same ids for the same set
         self.awaiting_keyframe = kind == "video"
+        # Until the subscriber's DTLS is up nothing can be sent: a keyframe "forwarded" then
+        # would be lost and the subscriber would start on delta frames.
+        self.paused = True
         self.dropped_waiting = 0
         self.sink: Any = None  # the subscriber session; the shell sends through it
         self.rtt: float | None = None
@@ -69,11 +72,18 @@ class DownTrack:
         ) == publisher_ext_ids
         self.awaiting_keyframe = self.kind == "video"
 
+    def resume(self) -> None:
+        """The subscriber can receive now: start (again) from a keyframe."""
+        self.paused = False
+        self.awaiting_keyframe = self.kind == "video"
+
     def unbind(self) -> None:
         self.receiver = None
 
     def forward(self, data: bytes, hdr: RtpHeader, keyframe: bool, now: float) -> bytearray | None:
         """The packet to send to the subscriber, or None to drop it."""
+        if self.paused:
+            return None
         if self.awaiting_keyframe:
             if not keyframe:
                 self.dropped_waiting += 1
