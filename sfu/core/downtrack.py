@@ -98,7 +98,8 @@ class DownTrack:
             data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
             extensions=ext,
         )
-        self.stats.on_packet(len(pkt), ts, now)
+        # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
+        self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt
 
     def sender_report(self, source: SenderReport) -> SenderReport | None:
