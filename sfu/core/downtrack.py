@@ -39,6 +39,7 @@ class DownTrack:
         self.receiver: Receiver | None = None
         self.payload_type = -1  # subscriber PT for the bound receiver's codec
         self.ext_map: dict[int, int] = {}
+        self.ext_key: tuple[tuple[int, int], ...] = ()
         self.ext_identity = True  # publisher and subscriber use the same ids for the same set
         self.awaiting_keyframe = kind == "video"
         # Until the subscriber's DTLS is up nothing can be sent: a keyframe "forwarded" then
@@ -67,6 +68,7 @@ class DownTrack:
         self.receiver = receiver
         self.payload_type = payload_type
         self.ext_map = ext_map
+        self.ext_key = tuple(sorted(ext_map.items()))
         self.ext_identity = all(k == v for k, v in ext_map.items()) and set(
             ext_map
         ) == publisher_ext_ids
@@ -80,7 +82,7 @@ class DownTrack:
     def unbind(self) -> None:
         self.receiver = None
 
-    def forward(self, data: bytes, hdr: RtpHeader, keyframe: bool, now: float) -> bytearray | None:
+    def forward(self, data: bytes, hdr: RtpHeader, keyframe: bool, now: float) -> bytes | None:
         """The packet to send to the subscriber, or None to drop it."""
         if self.paused:
             return None
@@ -93,7 +95,10 @@ class DownTrack:
         if out is None:
             return None
         seq, ts = out
-        ext = None if self.ext_identity else rtp.remap_extensions(data, hdr, self.ext_map)
+        ext = None
+        if hdr.ext_profile and not self.ext_identity:
+            # Viewers with the same id mapping share one re-encoding per packet.
+            ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
         pkt = rtp.rewrite(
             data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
             extensions=ext,

@@ -15,7 +15,7 @@ from sfu.core.rtpstats import ReceiveStats
 from sfu.sdp import Codec, Extmap
 from sfu.wire.codec import is_keyframe
 from sfu.wire.rtcp import ReportBlock
-from sfu.wire.rtp import RtpHeader
+from sfu.wire.rtp import RtpHeader, remap_extensions
 
 
 @dataclass(slots=True)
@@ -54,6 +54,8 @@ class Receiver:
         self.last_keyframe_at: float | None = None
         self.last_packet_at: float | None = None
         self.last_sr: tuple[int, int] | None = None  # (ntp, rtp timestamp) of the last SR
+        self._ext_packet: bytes | None = None
+        self._ext_cache: dict[tuple[tuple[int, int], ...], tuple[int, bytes]] = {}
         self.upstream: Any = None  # the publishing session; the shell sends PLI/RR through it
 
     def on_rtp(self, data: bytes, hdr: RtpHeader, now: float) -> bool:
@@ -67,6 +69,18 @@ class Receiver:
             self.last_keyframe_at = now
             self.keyframes.keyframe_received(now)
         return key
+
+    def remapped_extensions(
+        self, data: bytes, hdr: RtpHeader, key: tuple[tuple[int, int], ...], id_map: dict[int, int]
+    ) -> tuple[int, bytes]:
+        """The packet's extension block renumbered for `id_map`, computed once per packet."""
+        if self._ext_packet is not data:
+            self._ext_packet = data
+            self._ext_cache.clear()
+        block = self._ext_cache.get(key)
+        if block is None:
+            block = self._ext_cache[key] = remap_extensions(data, hdr, id_map)
+        return block
 
     def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
         self.stats.on_sender_report(ntp, now)

@@ -295,12 +295,12 @@ class Peer:
         if self.addr is not None and self.state != "closed":
             self.node.send_datagram(data, self.addr, "dtls")
 
-    def send_rtp(self, packet: bytes | bytearray, kind: str) -> None:
+    def send_rtp(self, packet: bytes, kind: str) -> None:
         tx = self._tx
         if tx is None or self.addr is None:
             self.node.metrics.drop("not_connected")
             return
-        self.node.send_datagram(tx.protect(bytes(packet)), self.addr, kind)
+        self.node.send_datagram(tx.protect(packet), self.addr, kind)
 
     def send_rtcp(self, packets: list[rtcp.RtcpPacket]) -> None:
         tx = self._tx

@@ -18,7 +18,6 @@ TWO_BYTE_PROFILE_MASK = 0xFFF0
 TWO_BYTE_PROFILE = 0x1000
 
 _fixed = struct.Struct("!BBHII")
-_seq_ts_ssrc = struct.Struct("!HII")
 _ext_hdr = struct.Struct("!HH")
 
 
@@ -173,25 +172,22 @@ def rewrite(
     timestamp: int,
     ssrc: int,
     extensions: tuple[int, bytes] | None = None,
-) -> bytearray:
+) -> bytes:
     """A copy of the packet with a new PT/seq/ts/SSRC and, optionally, a new extension block.
 
-    The marker bit, CSRCs, payload and padding are kept as they are.
+    The marker bit, CSRCs, payload and padding are kept as they are. The payload is copied
+    once (into the result); SRTP wants `bytes`, so no further copy is needed.
     """
+    b0 = data[0]
+    b1 = (data[1] & 0x80) | payload_type
     if extensions is None:
-        out = bytearray(data)
-    else:
-        profile, body = extensions
-        head = bytearray(data[: hdr.csrc_end])
-        if profile:
-            head[0] |= 0x10
-            head += _ext_hdr.pack(profile, len(body) // 4) + body
-        else:
-            head[0] &= ~0x10 & 0xFF
-        out = head + data[hdr.payload_start :]
-    out[1] = (out[1] & 0x80) | payload_type
-    _seq_ts_ssrc.pack_into(out, 2, seq, timestamp, ssrc)
-    return out
+        return _fixed.pack(b0, b1, seq, timestamp, ssrc) + memoryview(data)[FIXED_HEADER:]
+    profile, body = extensions
+    b0 = (b0 | 0x10) if profile else (b0 & 0xEF)
+    head = _fixed.pack(b0, b1, seq, timestamp, ssrc) + data[FIXED_HEADER : hdr.csrc_end]
+    if profile:
+        head += _ext_hdr.pack(profile, len(body) // 4) + body
+    return head + memoryview(data)[hdr.payload_start :]
 
 
 def build_packet(

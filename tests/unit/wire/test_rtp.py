@@ -327,7 +327,7 @@ def test_full_vector_parses() -> None:
 def test_rewrite_keeps_everything_but_pt_seq_ts_ssrc() -> None:
     h = parse_header(FULL)
     out = rewrite(FULL, h, payload_type=100, seq=0xFFFF, timestamp=0xFFFFFFFF, ssrc=0x55667788)
-    assert isinstance(out, bytearray)
+    assert isinstance(out, bytes)  # SRTP takes bytes: no extra copy on the hot path
     assert bytes(out) == bytes.fromhex(
         "b1e4ffff" "ffffffff" "55667788" "01020304" "bede0001" "10aa0000" "68656c6c6f" "0002"
     )
