@@ -56,7 +56,7 @@ class Node:
         self.udp_port = 0
         self.http_port = 0
         self._udp: UdpMux | None = None
-        self._sock: socket.socket | None = None
+        self.sock: socket.socket | None = None
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._next_report = 0.0
@@ -95,7 +95,7 @@ class Node:
         sock.setblocking(False)
         transport, protocol = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
         self._udp = protocol
-        self._sock = sock
+        self.sock = sock
         self.udp_port = sock.getsockname()[1]
         self.advertised_ips = advertised_ips(s)
         app = build_app(self)
@@ -122,7 +122,7 @@ class Node:
             await self._runner.cleanup()
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
-        self._sock = None
+        self.sock = None
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class Node:
         return asyncio.get_event_loop().time()
 
     def send_datagram(self, data: bytes, addr: tuple[str, int], kind: str) -> None:
-        sock = self._sock
+        sock = self.sock
         if sock is None:
             return
         try:

@@ -7,6 +7,7 @@ Video starts on a keyframe so a subscriber's decoder never sees a stream it cann
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from sfu.core.munger import RtpMunger
@@ -15,6 +16,8 @@ from sfu.core.rtpstats import SendStats
 from sfu.wire import rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
+
+_fixed_header = struct.Struct("!BBHII").pack
 
 
 class DownTrack:
@@ -95,14 +98,18 @@ class DownTrack:
         if out is None:
             return None
         seq, ts = out
-        ext = None
         if hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
             ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
-        pkt = rtp.rewrite(
-            data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
-            extensions=ext,
-        )
+            pkt = rtp.rewrite(
+                data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
+                extensions=ext,
+            )
+        else:
+            # The common case, inlined: a new fixed header in front of the rest (one copy).
+            pkt = _fixed_header(
+                data[0], (data[1] & 0x80) | self.payload_type, seq, ts, self.ssrc
+            ) + data[12:]
         # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
         self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt

@@ -94,6 +94,19 @@ class RtpMunger:
 
     def rewrite(self, seq: int, ts: int, now: float) -> tuple[int, int] | None:
         """Return (out_seq, out_ts) for an incoming packet, or None to not forward it."""
+        if self._in_source and not self._thresholds and (seq - self._highest_ext) & 0xFFFF == 1:
+            # Fast path, nearly every packet: the next in order with no drops to account for.
+            ext = self._highest_ext + 1
+            out_ext = ext + self._base_offset
+            out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
+            self._highest_ext = ext
+            self._last_out_ext = out_ext
+            self._last_out_ts = out_ts
+            self._last_forward_now = now
+            if self._dropped_order:
+                self._prune()
+            self.packets_forwarded += 1
+            return out_ext & 0xFFFF, out_ts
         if not self._in_source:
             return self._start_source(seq, ts, now)
         ext = self._extend(seq)
