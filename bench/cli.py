@@ -48,6 +48,23 @@ def _build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--out", type=Path, default=Path("bench-results/forwarding.json"),
                      help="JSON results (default bench-results/forwarding.json)")
     fwd.add_argument("--skip-floor", action="store_true", help="do not run the floor loop")
+
+    fan = sub.add_parser(
+        "fanout",
+        help="commerce datachannels: order.place latency under a race, fan-out msg/s per core",
+    )
+    fan.add_argument("--viewers", type=int, default=1000, help="fan-out viewers (default 1000)")
+    fan.add_argument("--race-viewers", type=int, default=500,
+                     help="viewers racing for the stock (default 500)")
+    fan.add_argument("--orders", type=int, default=2000, help="orders in the race (default 2000)")
+    fan.add_argument("--stock", type=int, default=100, help="stock in the race (default 100)")
+    fan.add_argument("--duration", type=_positive, default=10.0,
+                     help="fan-out window, seconds (default 10)")
+    fan.add_argument("--store", help="store URL for the node (default: SQLite in a temp dir)")
+    fan.add_argument("--out", type=Path, default=Path("bench-results/fanout.json"),
+                     help="JSON results (default bench-results/fanout.json)")
+    _add_sim_commands(sub)
+    _add_simulcast_command(sub)
     return parser
 
 
@@ -63,4 +80,70 @@ def main(argv: Sequence[str] | None = None) -> int:
             Options(subscribers=args.subscribers, duration=args.duration, warmup=args.warmup,
                     joins=args.joins, out=args.out, skip_floor=args.skip_floor)
         )
+    if args.command == "fanout":
+        from bench.fanout import Options as FanoutOptions
+        from bench.fanout import main as fanout_main
+
+        for name in ("viewers", "race_viewers", "orders", "stock"):
+            if not 1 <= getattr(args, name) <= 100_000:
+                raise SystemExit(f"error: --{name.replace('_', '-')} must be in 1..100000")
+        return fanout_main(
+            FanoutOptions(viewers=args.viewers, race_viewers=args.race_viewers,
+                          orders=args.orders, stock=args.stock, duration=args.duration,
+                          store=args.store, out=args.out)
+        )
+    if args.command in ("sim", "run-scenarios"):
+        return _run_sim_commands(args)
+    if args.command == "simulcast":
+        return _run_simulcast(args)
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover
+
+
+def _add_sim_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`sim` and `run-scenarios`: the simulated-time bench (bench/sim)."""
+    from bench.sim.cli import add_commands
+
+    add_commands(sub)
+
+
+def _run_sim_commands(args: argparse.Namespace) -> int:
+    from bench.sim.cli import run
+
+    return run(args)
+
+
+def _add_simulcast_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`simulcast`: layer switch time and the CPU simulcast adds per forwarded packet."""
+    sim = sub.add_parser(
+        "simulcast",
+        help="simulcast: layer switch time (POST to first decoded frame), CPU vs plain",
+    )
+    sim.add_argument("--subscribers", type=_counts, default=[100],
+                     help="comma-separated subscriber counts for the CPU runs (default 100)")
+    sim.add_argument("--switches", type=int, default=20,
+                     help="layer switches to time, 0 to skip (default 20)")
+    sim.add_argument("--rounds", type=int, default=2,
+                     help="plain/simulcast rounds per subscriber count (default 2)")
+    sim.add_argument("--duration", type=_positive, default=10.0,
+                     help="measured CPU window per run, seconds (default 10)")
+    sim.add_argument("--warmup", type=_positive, default=3.0,
+                     help="warm-up before each window, seconds (default 3)")
+    sim.add_argument("--no-spread", action="store_true",
+                     help="skip the run with subscribers spread over the three layers")
+    sim.add_argument("--out", type=Path, default=Path("bench-results/simulcast.json"),
+                     help="JSON results (default bench-results/simulcast.json)")
+
+
+def _run_simulcast(args: argparse.Namespace) -> int:
+    from bench.simulcast import Options as SimulcastOptions
+    from bench.simulcast import main as simulcast_main
+
+    if not 0 <= args.switches <= 200:
+        raise SystemExit("error: --switches must be between 0 and 200")
+    if not 0 <= args.rounds <= 10:
+        raise SystemExit("error: --rounds must be between 0 and 10")
+    return simulcast_main(
+        SimulcastOptions(subscribers=args.subscribers, switches=args.switches,
+                         rounds=args.rounds, duration=args.duration, warmup=args.warmup,
+                         spread=not args.no_spread, out=args.out)
+    )

@@ -1,0 +1,195 @@
+"""The `sim` and `run-scenarios` subcommands of `python -m bench` (registered by bench.cli).
+
+Bad input (malformed trace, unknown loss model, unreadable scenario file) prints one line
+naming the file or parameter and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.sim.run import REPO_ROOT, ConfigError, PathSpec, SimConfig
+
+STANDARD = Path(__file__).resolve().parents[1] / "scenarios" / "standard.json"
+PATH_KEYS = {"trace", "loss", "delay_ms", "jitter_ms", "queue_ms", "queue_bytes", "reorder"}
+TOP_KEYS = {"name", "duration", "seed", "bitrate", "fps", "keyframe_interval",
+            "keyframe_ratio", "audio", "subscribers", "join_at", "drain", "bin",
+            "convergence", "up", "down"}
+
+
+def add_commands(sub: Any) -> None:
+    """Register `sim` and `run-scenarios` on the bench parser's subparsers."""
+    sim = sub.add_parser("sim", help="simulated publisher -> node (real sfu.core) -> "
+                         "subscriber over impaired links, in virtual time")
+    sim.add_argument("--trace", help="downlink capacity: Mahimahi file, OpenNetLab .json, "
+                     "const:BPS or rfc8867 (default: unlimited)")
+    sim.add_argument("--loss", default=None, help="downlink loss: none, bernoulli:5%%, "
+                     "ge:loss=10%%,burst=3, ge:p=..,r=..,h=..,k=.. (default none)")
+    sim.add_argument("--delay", type=float, default=25.0, help="downlink one-way delay, ms")
+    sim.add_argument("--jitter", type=float, default=0.0, help="downlink jitter, ms")
+    sim.add_argument("--queue-ms", type=float, default=300.0, help="downlink queue, ms")
+    sim.add_argument("--down-trace", help="same as --trace")
+    sim.add_argument("--down-loss", help="same as --loss")
+    sim.add_argument("--up-trace", help="uplink capacity (default: unlimited)")
+    sim.add_argument("--up-loss", default="none", help="uplink loss (default none)")
+    sim.add_argument("--up-delay", type=float, default=0.0, help="uplink one-way delay, ms")
+    sim.add_argument("--up-jitter", type=float, default=0.0, help="uplink jitter, ms")
+    sim.add_argument("--up-queue-ms", type=float, default=300.0, help="uplink queue, ms")
+    sim.add_argument("--duration", type=float, default=60.0, help="simulated seconds")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--bitrate", type=float, default=1.5e6, help="video bits/s (fixed)")
+    sim.add_argument("--fps", type=float, default=30.0)
+    sim.add_argument("--subscribers", type=int, default=1)
+    sim.add_argument("--name", default="sim", help="scenario name in the report")
+    sim.add_argument("--out", type=Path, default=Path("bench-results/sim"))
+    sim.add_argument("--no-plots", action="store_true")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rs = sub.add_parser("run-scenarios", help="run the standard simulated scenario set")
+    rs.add_argument("--scenarios", type=Path, default=STANDARD,
+                    help=f"scenario file (default {STANDARD.relative_to(REPO_ROOT)})")
+    rs.add_argument("--smoke", action="store_true", help="short run of a few scenarios")
+    rs.add_argument("--only", default=None, help="comma-separated scenario names")
+    rs.add_argument("--out", type=Path, default=Path("bench-results"))
+    rs.add_argument("--no-plots", action="store_true")
+    rs.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "sim":
+            return _sim(args)
+        return _run_scenarios(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from bench.report import headline, progress, stopwatch, write_run
+    from bench.sim.run import simulate
+
+    config = SimConfig(
+        name=args.name, duration=args.duration, seed=args.seed, bitrate=args.bitrate,
+        fps=args.fps, subscribers=args.subscribers,
+        up=PathSpec(trace=args.up_trace, loss=args.up_loss, delay_ms=args.up_delay,
+                    jitter_ms=args.up_jitter, queue_ms=args.up_queue_ms),
+        down=PathSpec(trace=args.down_trace or args.trace,
+                      loss=args.down_loss or args.loss or "none", delay_ms=args.delay,
+                      jitter_ms=args.jitter, queue_ms=args.queue_ms),
+    )
+    if not 0 < args.fps <= 120:
+        raise ConfigError(f"--fps: must be in (0, 120], got {args.fps}")
+    total = config.duration + config.drain
+    elapsed = stopwatch()
+    with progress(total, config.name, args.quiet) as update:
+        report = simulate(config, progress=update)
+    wall = elapsed()
+    write_run(report, args.out, plots=not args.no_plots)
+    h = headline(report)
+    if not args.quiet:
+        print(json.dumps(h, indent=1))
+    print(f"simulated {config.duration:g} s in {wall:.2f} s; wrote {args.out}/report.json",
+          file=sys.stderr)
+    return 0
+
+
+def load_scenarios(path: Path, smoke: bool = False) -> list[SimConfig]:
+    """Scenario configs from a JSON file; raises ConfigError naming the file and entry."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read scenario file: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("scenarios"), list):
+        raise ConfigError(f"{path}: expected an object with a 'scenarios' list")
+    defaults = doc.get("defaults", {})
+    entries: list[dict[str, Any]] = doc["scenarios"]
+    smoke_cfg = doc.get("smoke", {}) if smoke else {}
+    if smoke:
+        names = smoke_cfg.get("scenarios")
+        if names is not None:
+            known = {e.get("name") for e in entries if isinstance(e, dict)}
+            for n in names:
+                if n not in known:
+                    raise ConfigError(f"{path}: smoke: unknown scenario {n!r}")
+            entries = [e for e in entries if e.get("name") in names]
+    configs = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: scenarios[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: each scenario needs a 'name'")
+        where = f"{path}: scenario {entry['name']!r}"
+        merged = _merge(defaults, entry, where)
+        if smoke and "duration" in smoke_cfg:
+            merged["duration"] = min(float(merged.get("duration", 60)), smoke_cfg["duration"])
+        try:
+            up = PathSpec(**merged.pop("up", {}))
+            down = PathSpec(**merged.pop("down", {}))
+            configs.append(SimConfig(**merged, up=up, down=down, base_dir=str(REPO_ROOT)))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return configs
+
+
+def _merge(defaults: dict[str, Any], entry: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for source in (defaults, entry):
+        for key, value in source.items():
+            if key.startswith("_"):
+                continue
+            if key not in TOP_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r}")
+            if key in ("up", "down"):
+                if not isinstance(value, dict) or set(value) - PATH_KEYS:
+                    bad = sorted(set(value) - PATH_KEYS) if isinstance(value, dict) else value
+                    raise ConfigError(f"{where}: {key}: unknown keys {bad}")
+                out[key] = {**out.get(key, {}), **value}
+            else:
+                out[key] = value
+    return out
+
+
+def _run_scenarios(args: argparse.Namespace) -> int:
+    from bench.report import headline, progress, stopwatch, write_run, write_set
+    from bench.sim.run import build, simulate
+
+    configs = load_scenarios(args.scenarios, smoke=args.smoke)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - {c.name for c in configs})
+        if unknown:
+            raise ConfigError(f"--only: unknown scenario(s) {', '.join(unknown)}")
+        configs = [c for c in configs if c.name in wanted]
+    for c in configs:  # validate every trace and loss spec before running anything
+        try:
+            build(c)
+        except ConfigError as exc:
+            raise ConfigError(f"scenario {c.name!r}: {exc}") from None
+    entries = []
+    elapsed_all = stopwatch()
+    for c in configs:
+        elapsed = stopwatch()
+        with progress(c.duration + c.drain, c.name, args.quiet) as update:
+            report = simulate(c, progress=update)
+        wall = elapsed()
+        write_run(report, args.out / c.name, plots=not args.no_plots)
+        entry = headline(report)
+        entry["wall_s"] = round(wall, 3)
+        entries.append(entry)
+        if not args.quiet:
+            print(f"{c.name}: {c.duration:g} s simulated in {wall:.2f} s", file=sys.stderr)
+    total = elapsed_all()
+    write_set(entries, args.out, note=f"{len(entries)} scenarios{' (smoke)' if args.smoke else ''}"
+              f", seed(s) {sorted({c.seed for c in configs})}, loss recovery: none, "
+              f"bandwidth estimation: none; wall time {total:.1f} s.")
+    print(f"wrote {args.out}/summary.json ({len(entries)} scenarios, {total:.1f} s)",
+          file=sys.stderr)
+    return 0
