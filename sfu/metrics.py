@@ -47,6 +47,8 @@ class NodeMetrics:
         self.keyframe_requests: Counter[str] = Counter()  # requested / sent / suppressed
         self.sessions_total: Counter[str] = Counter()  # by kind: whip / whep / ws
         self.sessions_closed: Counter[str] = Counter()  # by reason
+        self.layer_switch_requests = 0
+        self.twcc_feedback = 0  # transport-cc feedback messages sent to publishers
         self.gauges: dict[str, Callable[[], dict[tuple[str, ...], float]]] = {}
         self.gauge_labels: dict[str, tuple[str, ...]] = {}
         self.gauge_help: dict[str, str] = {}
@@ -99,6 +101,16 @@ class _Collector(Collector):
         yield _counter(
             "sessions_closed", "Sessions closed, by reason", "reason", m.sessions_closed
         )
+        switches = CounterMetricFamily(
+            f"{PREFIX}_layer_switch_requests", "Simulcast layer changes requested for viewers"
+        )
+        switches.add_metric([], m.layer_switch_requests)
+        yield switches
+        twcc = CounterMetricFamily(
+            f"{PREFIX}_twcc_feedback", "Transport-cc feedback messages sent to publishers"
+        )
+        twcc.add_metric([], m.twcc_feedback)
+        yield twcc
         for name, read in m.gauges.items():
             fam = GaugeMetricFamily(
                 f"{PREFIX}_{name}", m.gauge_help[name], labels=list(m.gauge_labels[name])

@@ -14,6 +14,8 @@ from sfu.core.receiver import Receiver, TrackInfo
 from sfu.core.room import Room, Slot
 from sfu.negotiate import (
     EXT_MID,
+    EXT_RID,
+    EXT_TRANSPORT_CC,
     Negotiated,
     check_transport,
     negotiate_publish,
@@ -24,6 +26,7 @@ from sfu.sdp import (
     AnswerMedia,
     AnswerTransport,
     MediaSection,
+    Rid,
     SdpError,
     SessionDescription,
     parse,
@@ -133,8 +136,13 @@ def answer_offer(
             if neg.accepted:
                 receiver = _publish(peer, room, peer.participant, stream_id, mid, neg)
                 result.published.append(receiver)
-                answer = AnswerMedia(m.kind, mid, m.proto, direction="recvonly",
-                                     codecs=neg.codecs, extmaps=neg.extmaps)
+                rids = [la.rid for la in receiver.layers if la.rid is not None]
+                answer = AnswerMedia(
+                    m.kind, mid, m.proto, direction="recvonly", codecs=neg.codecs,
+                    extmaps=neg.extmaps,
+                    rids=[Rid(r, "recv") for r in rids],
+                    simulcast=("recv " + ";".join(rids)) if rids else None,
+                )
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
             neg = negotiate_subscribe(m)
             if neg.accepted:
@@ -206,15 +214,40 @@ def _publish(
         codec=neg.codecs[0],
         extmaps=neg.extmaps,
     )
-    receiver = Receiver(info)
-    # Declared SSRCs: the primary of each FID group, else every a=ssrc line (no RTX negotiated).
-    fid_secondaries = {g[1][1] for g in m.ssrc_groups if g[0] == "FID" and len(g[1]) > 1}
-    ssrcs = [s for s in m.ssrcs if s not in fid_secondaries]
-    peer.add_receiver(receiver, mid, ssrcs[:1])
-    mid_id = m.extmap_id(EXT_MID)
-    if mid_id is not None:
-        peer.set_mid_extension(mid_id)
+    rids = simulcast_rids(m)
+    sim = next((g[1] for g in m.ssrc_groups if g[0] == "SIM" and len(g[1]) > 1), None)
+    if len(rids) > 1:
+        # RID simulcast: layer SSRCs are learnt from the rtp-stream-id extension.
+        receiver = Receiver(info, layer=0, rid=rids[0])
+        for i, rid in enumerate(rids[1:], 1):
+            receiver.add_layer(Receiver(info, layer=i, rid=rid))
+        peer.add_receiver(receiver, mid, [])
+    elif sim is not None:
+        # SSRC-group simulcast (older clients): the group lists layers from low to high.
+        receiver = Receiver(info, layer=0)
+        for i in range(1, len(sim)):
+            receiver.add_layer(Receiver(info, layer=i))
+        peer.add_receiver(receiver, mid, sim)
+    else:
+        receiver = Receiver(info)
+        # Declared SSRCs: the primary of each FID group, else every a=ssrc line (no RTX).
+        fid_secondaries = {g[1][1] for g in m.ssrc_groups if g[0] == "FID" and len(g[1]) > 1}
+        ssrcs = [s for s in m.ssrcs if s not in fid_secondaries]
+        peer.add_receiver(receiver, mid, ssrcs[:1])
+    peer.set_extension_ids(m.extmap_id(EXT_MID), m.extmap_id(EXT_RID))
+    peer.enable_twcc(next((e.id for e in neg.extmaps if e.uri == EXT_TRANSPORT_CC), None))
     return receiver
+
+
+def simulcast_rids(m: MediaSection) -> list[str]:
+    """The send RIDs of a simulcast offer, in a=simulcast order; paused (~) ones skipped."""
+    send = [r.rid for r in m.rids if r.direction == "send"]
+    if m.simulcast:
+        parts = m.simulcast.split()
+        if len(parts) >= 2 and parts[0] == "send":
+            order = [alt.split(",")[0] for alt in parts[1].split(";")]
+            return [r for r in order if not r.startswith("~") and r in send]
+    return send
 
 
 def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> Slot:

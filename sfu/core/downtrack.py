@@ -3,19 +3,29 @@
 It owns the subscriber-facing SSRC, the payload-type and header-extension mapping, and the
 seq/timestamp munger. `forward` decides per packet: drop, or the rewritten bytes to send.
 Video starts on a keyframe so a subscriber's decoder never sees a stream it cannot decode.
+
+For simulcast it also holds the layer being forwarded (`current`) and the one it waits to
+switch to (`pending`, on that layer's next key frame), and the temporal-layer ceiling. The
+choice of layer is made elsewhere (sfu.core.layers); a down-track only carries it out, so it
+never forwards two layers interleaved and its output stays one continuous stream.
 """
 
 from __future__ import annotations
 
+import random
 import struct
 from typing import Any
 
 from sfu.core.munger import RtpMunger
 from sfu.core.receiver import Receiver
 from sfu.core.rtpstats import SendStats
+from sfu.core.vp8munger import Vp8Munger
 from sfu.wire import rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
+from sfu.wire.vp8 import write_fields
+
+MAX_TEMPORAL = 3  # VP8 TID is two bits: 3 means "every temporal layer"
 
 _fixed_header = struct.Struct("!BBHII").pack
 
@@ -51,6 +61,15 @@ class DownTrack:
         self.dropped_waiting = 0
         self.sink: Any = None  # the subscriber session; the shell sends through it
         self.rtt: float | None = None
+        # simulcast and temporal scalability
+        self.current: Receiver | None = None  # the layer being forwarded
+        self.pending: Receiver | None = None  # the layer to switch to on its next key frame
+        self.max_temporal = MAX_TEMPORAL
+        self.preferred_rank: int | None = None  # subscriber's choice: 0 = lowest
+        self.max_size: tuple[int, int] | None = None  # largest size the client renders
+        self.allocated_rank: int | None = None  # the bandwidth allocator's ceiling
+        self.vp8: Vp8Munger | None = None
+        self.switches = 0
 
     @property
     def bound(self) -> bool:
@@ -64,11 +83,21 @@ class DownTrack:
         publisher_ext_ids: set[int],
         now: float,
     ) -> None:
-        """Start forwarding `receiver` on this slot (first bind or a new source)."""
+        """Start forwarding `receiver`'s track on this slot (first bind or a new source).
+
+        The first layer is the primary's; call `request_layer` to pick another.
+        """
         if self.munger.has_source:
             # A new source (even after an unbind): continue this slot's seq/ts timeline.
             self.munger.switch_source(now)
+        self._leave_layers()
         self.receiver = receiver
+        self.current = receiver
+        receiver.downtracks.append(self)
+        if receiver.codec_name == "VP8" and self.vp8 is None:
+            self.vp8 = Vp8Munger(random.randrange(1 << 15), random.randrange(256))
+        elif self.vp8 is not None:
+            self.vp8.switch_source()
         self.payload_type = payload_type
         self.ext_map = ext_map
         self.ext_key = tuple(sorted(ext_map.items()))
@@ -83,7 +112,44 @@ class DownTrack:
         self.awaiting_keyframe = self.kind == "video"
 
     def unbind(self) -> None:
+        self._leave_layers()
         self.receiver = None
+
+    def _leave_layers(self) -> None:
+        if self.current is not None and self in self.current.downtracks:
+            self.current.downtracks.remove(self)
+        if self.pending is not None and self in self.pending.pending:
+            self.pending.pending.remove(self)
+        self.current = self.pending = None
+
+    def request_layer(self, layer: Receiver) -> bool:
+        """Target `layer` of the bound track. True when it needs a key frame to switch."""
+        if layer is self.current:
+            if self.pending is not None:
+                self.pending.pending.remove(self)
+                self.pending = None
+            return False
+        if layer is self.pending:
+            return False
+        if self.pending is not None:
+            self.pending.pending.remove(self)
+        self.pending = layer
+        layer.pending.append(self)
+        return True
+
+    def switch_to(self, layer: Receiver, now: float) -> None:
+        """`layer`'s key frame is the packet being handled: forward that layer from here on."""
+        if self.current is not None and self in self.current.downtracks:
+            self.current.downtracks.remove(self)
+        layer.downtracks.append(self)
+        self.current = layer
+        self.pending = None
+        if self.munger.has_source:
+            self.munger.switch_source(now)
+        if self.vp8 is not None:
+            self.vp8.switch_source()
+        self.awaiting_keyframe = False
+        self.switches += 1
 
     def forward(self, data: bytes, hdr: RtpHeader, keyframe: bool, now: float) -> bytes | None:
         """The packet to send to the subscriber, or None to drop it."""
@@ -94,6 +160,13 @@ class DownTrack:
                 self.dropped_waiting += 1
                 return None
             self.awaiting_keyframe = False
+        layer = self.current
+        d = layer.vp8 if layer is not None and self.vp8 is not None else None
+        if d is not None and d.tid is not None and d.tid > self.max_temporal:
+            # An upper temporal layer this viewer does not get: close the gaps it leaves.
+            self.munger.drop(hdr.seq)
+            self.vp8.drop_frame(d)  # type: ignore[union-attr]
+            return None
         out = self.munger.rewrite(hdr.seq, hdr.timestamp, now)
         if out is None:
             return None
@@ -110,13 +183,21 @@ class DownTrack:
             pkt = _fixed_header(
                 data[0], (data[1] & 0x80) | self.payload_type, seq, ts, self.ssrc
             ) + data[12:]
+        if d is not None and d.picture_id is not None and (
+            layer is not None and layer.simulcast or self.max_temporal < MAX_TEMPORAL
+        ):
+            # Picture ID and TL0PICIDX continue across layer switches and dropped frames.
+            pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr]
+            buf = bytearray(pkt)
+            write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)
+            pkt = bytes(buf)
         # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
         self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt
 
     def sender_report(self, source: SenderReport) -> SenderReport | None:
         """The publisher's SR translated to this down-track's SSRC and timeline."""
-        if self.stats.packet_count == 0:
+        if self.stats.packet_count == 0 or not self.munger.has_source:
             return None
         return SenderReport(
             ssrc=self.ssrc,

@@ -13,9 +13,10 @@ from typing import Any
 from sfu.core.keyframe import KeyframeRequester
 from sfu.core.rtpstats import ReceiveStats
 from sfu.sdp import Codec, Extmap
-from sfu.wire.codec import is_keyframe
+from sfu.wire.codec import VP8, is_keyframe
 from sfu.wire.rtcp import ReportBlock
 from sfu.wire.rtp import RtpHeader, remap_extensions
+from sfu.wire.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor
 
 
 @dataclass(slots=True)
@@ -39,11 +40,38 @@ class TrackInfo:
         }
 
 
-class Receiver:
-    """One incoming RTP stream and the down-tracks fed from it."""
+# Quality order of common simulcast RID names, used until key frames reveal the real sizes.
+_RID_RANK = {"q": 0, "h": 1, "f": 2, "low": 0, "mid": 1, "high": 2, "0": 0, "1": 1, "2": 2}
+_LMH_RANK = {"l": 0, "m": 1, "h": 2}
+LAYER_HORIZON = 0.5  # a layer with no packet for this long is treated as stopped
 
-    def __init__(self, info: TrackInfo, *, keyframe_interval: float = 0.5) -> None:
+
+class Receiver:
+    """One incoming RTP stream and the down-tracks fed from it.
+
+    A simulcast track has one Receiver per layer. The first one (layer 0 in SDP order) is the
+    track's `primary`: the room routes by it, and its `layers` lists every layer. Down-tracks
+    sit in the `downtracks` list of the layer they currently forward, and in `pending` of a
+    layer they are waiting to switch to on its next key frame.
+    """
+
+    def __init__(
+        self,
+        info: TrackInfo,
+        *,
+        layer: int = 0,
+        rid: str | None = None,
+        keyframe_interval: float = 0.5,
+    ) -> None:
         self.info = info
+        self.layer = layer
+        self.rid = rid
+        self.layers: list[Receiver] = [self]
+        self.primary: Receiver = self
+        self.pending: list[Any] = []
+        self.vp8: Vp8Descriptor | None = None  # descriptor of the packet being handled
+        self.frame_size: tuple[int, int] | None = None  # from the last VP8 key frame
+        self.paused = False  # dynacast: no viewer needs this layer
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
         self.codec_name = info.codec.name
@@ -64,11 +92,54 @@ class Receiver:
         self.last_packet_at = now
         if not self.is_video:
             return False
-        key = is_keyframe(self.codec_name, memoryview(data)[hdr.payload_start : hdr.payload_end])
+        payload = memoryview(data)[hdr.payload_start : hdr.payload_end]
+        if self.codec_name == VP8:
+            d = self.vp8 = parse_descriptor(payload)
+            key = d is not None and d.begins_frame and len(payload) > d.size and not (
+                payload[d.size] & 0x01
+            )
+            if key and d is not None:
+                self.frame_size = keyframe_size(payload, d) or self.frame_size
+        else:
+            key = is_keyframe(self.codec_name, payload)
         if key:
             self.last_keyframe_at = now
             self.keyframes.keyframe_received(now)
         return key
+
+    # --- simulcast -----------------------------------------------------------------------
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.primary.layers) > 1
+
+    def add_layer(self, layer: Receiver) -> None:
+        """Attach another simulcast layer of this (primary) receiver's track."""
+        layer.primary = self
+        layer.upstream = self.upstream
+        self.layers.append(layer)
+
+    def available(self, now: float) -> bool:
+        return self.last_packet_at is not None and now - self.last_packet_at < LAYER_HORIZON
+
+    def ranked(self) -> list[Receiver]:
+        """The track's layers from lowest to highest quality."""
+        layers = self.primary.layers
+        if len(layers) == 1:
+            return layers
+        if all(la.frame_size is not None for la in layers):
+            return sorted(layers, key=lambda la: (la.frame_size or (0, 0)), reverse=False)
+        rids = [la.rid for la in layers]
+        table = _LMH_RANK if set(rids) == set(_LMH_RANK) else _RID_RANK
+        if all(r is not None and r.lower() in table for r in rids):
+            return sorted(layers, key=lambda la: table[(la.rid or "").lower()])
+        return list(layers)
+
+    def promote_pending(self, now: float) -> None:
+        """This layer's key frame arrived: down-tracks waiting for it switch now."""
+        waiting, self.pending = self.pending, []
+        for dt in waiting:
+            dt.switch_to(self, now)
 
     def remapped_extensions(
         self, data: bytes, hdr: RtpHeader, key: tuple[tuple[int, int], ...], id_map: dict[int, int]
@@ -85,6 +156,19 @@ class Receiver:
     def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
         self.stats.on_sender_report(ntp, now)
         self.last_sr = (ntp, rtp_ts)
+
+    def rtp_timestamp_at(self, now: float) -> int | None:
+        """The RTP timestamp this stream would carry at ``now`` (same clock as ``on_rtp``):
+        the newest packet's timestamp plus the time since it arrived, in clock-rate units.
+        None before the first packet. Used to stamp a pinned product card with the video
+        frame on screen at the pin instant."""
+        stats = self.stats
+        if self.last_packet_at is None or stats.packets == 0:
+            return None
+        clock = self.info.codec.clock_rate
+        arrived = stats._last_arrival / clock
+        elapsed = max(0.0, now - arrived)
+        return (stats._last_ts + round(elapsed * clock)) % (1 << 32)
 
     def request_keyframe(self, now: float) -> bool:
         """A subscriber (or a join) wants a keyframe: True if a PLI must go upstream now."""

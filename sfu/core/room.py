@@ -42,8 +42,14 @@ class Room:
     def empty(self) -> bool:
         return not self.participants and not self.receivers and not self.slots
 
-    def tracks(self) -> list[dict[str, str]]:
-        return [r.info.public() for r in self.receivers.values()]
+    def tracks(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for r in self.receivers.values():
+            info: dict[str, object] = dict(r.info.public())
+            if r.simulcast:
+                info["layers"] = [la.rid or str(la.layer) for la in r.ranked()]
+            out.append(info)
+        return out
 
     def add_receiver(self, receiver: Receiver, now: float) -> list[Slot]:
         """Publish a track; returns the slots that now receive it."""
@@ -68,7 +74,11 @@ class Room:
                 slot.downtrack.unbind()
                 if slot.wants is None and self._bind_any(slot, now):
                     rebound.append(slot)
-        receiver.downtracks.clear()
+        for layer in receiver.layers:
+            for dt in list(layer.downtracks) + list(layer.pending):
+                dt.unbind()
+            layer.downtracks.clear()
+            layer.pending.clear()
         return rebound
 
     def add_slot(self, slot: Slot, now: float) -> bool:
@@ -82,9 +92,6 @@ class Room:
     def remove_slot(self, slot: Slot) -> None:
         if slot in self.slots:
             self.slots.remove(slot)
-        receiver = slot.downtrack.receiver
-        if receiver is not None and slot.downtrack in receiver.downtracks:
-            receiver.downtracks.remove(slot.downtrack)
         slot.downtrack.unbind()
 
     def _wanted(self, slot: Slot, receiver: Receiver) -> bool:
@@ -115,5 +122,4 @@ class Room:
         ext = extension_map(receiver.info.extmaps, slot.extmaps)
         publisher_ids = {e.id for e in receiver.info.extmaps}
         slot.downtrack.bind(receiver, codec.payload_type, ext, publisher_ids, now)
-        receiver.downtracks.append(slot.downtrack)
         return True
