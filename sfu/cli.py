@@ -56,6 +56,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="only accept media peers from this network; repeatable (default: any)",
     )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="commerce store: sqlite:///path or redis://host:port/db (env SFU_STORE; "
+        "default sqlite:///<data-dir>/commerce.db)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -134,7 +140,16 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         dev_mode=not args.production,
         log_level=args.log_level or defaults.log_level,
         log_json=not args.no_json_logs,
+        store_url=_store_url(args, env),
     )
+
+
+def _store_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    raw = args.store if args.store is not None else env.get("SFU_STORE", "")
+    url = raw.strip()
+    if url and not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        raise UsageError(f"store URL {url!r} must start with sqlite:/// or redis://")
+    return url
 
 
 def _url_host(settings: Settings) -> str:

@@ -58,6 +58,9 @@ class Settings:
     log_json: bool = True
     # "env" or the path of the credentials file; empty until load_credentials ran.
     credentials_source: str = ""
+    # Commerce store: sqlite:///path or redis://host:port/db; empty means
+    # sqlite:///<data_dir>/commerce.db (see signalling.store.open_store).
+    store_url: str = ""
 
 
 def _local_ipv4_addresses() -> list[str]:

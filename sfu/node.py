@@ -22,6 +22,8 @@ from aiortc import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from sfu.config import Settings, advertised_ips
+from sfu.core.downtrack import DownTrack
+from sfu.core.layers import choose_layer, needed_layers
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.metrics import NodeMetrics
@@ -34,6 +36,7 @@ from sfu.wire import rtcp
 log = logging.getLogger("sfu.node")
 
 TICK = 0.1
+LAYER_CHECK_INTERVAL = 0.25
 SOCKET_BUFFER = 4 * 1024 * 1024
 REPORT_INTERVAL = 1.0
 CONNECT_TIMEOUT = 20.0  # from answer to the first valid STUN check and DTLS
@@ -60,10 +63,13 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._next_report = 0.0
+        self._next_layer_check = 0.0
         self._ssrcs: set[int] = set()
         self.started_at = time.time()
         self.draining = False
         self.on_datachannel_message: Any = None  # hook for the commerce layer
+        # The commerce service (signalling.service.CommerceService), set by start().
+        self.commerce: Any = None
         # room name -> callbacks told when the room's set of tracks changes (room protocol)
         self.room_listeners: dict[str, set[Callable[[Room], None]]] = {}
         self._peer_networks = [ipaddress.ip_network(n, strict=False) for n in settings.peer_networks]
@@ -98,6 +104,9 @@ class Node:
         self.sock = sock
         self.udp_port = sock.getsockname()[1]
         self.advertised_ips = advertised_ips(s)
+        from signalling.service import CommerceService
+
+        self.commerce = await CommerceService.open(self)
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -123,6 +132,8 @@ class Node:
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
         self.sock = None
+        if self.commerce is not None:
+            await self.commerce.close()
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -149,6 +160,8 @@ class Node:
         publish: bool,
         subscribe: bool,
         subscriptions: dict[str, str] | None = None,
+        grants: frozenset[str] = frozenset(),
+        layer_rank: int | None = None,
     ) -> Answered:
         """Answer an initial offer and register the new peer. Raises SdpError."""
         offer = parse_offer(offer_sdp)
@@ -166,9 +179,13 @@ class Node:
             if room.empty:
                 self.rooms.pop(room.name, None)
             raise
+        peer.grants = frozenset(grants)
         self.peers[peer.id] = peer
         self.peers_by_ufrag[peer.local_ufrag] = peer
         self.metrics.sessions_total[kind] += 1
+        if layer_rank is not None:
+            for slot in answered.subscribed:
+                slot.downtrack.preferred_rank = layer_rank
         self._apply(peer, answered, now)
         peer.on_channel = self._on_channel
         peer.start()
@@ -248,6 +265,8 @@ class Node:
         if room.empty and not self.room_listeners.get(room.name):
             self.rooms.pop(room.name, None)
         self.metrics.sessions_closed[reason] += 1
+        if self.commerce is not None:
+            self.commerce.peer_closed(peer)
         peer.close_reason = reason
         peer.state = "closed"
         asyncio.ensure_future(peer.close())
@@ -256,16 +275,45 @@ class Node:
     def _slot_bound(self, slot: Slot, now: float) -> None:
         # A new viewer of a video track needs a keyframe to start decoding, but only once it
         # can receive: a request before its DTLS is up would waste the throttle window.
-        receiver = slot.downtrack.receiver
-        if receiver is not None and not slot.downtrack.paused:
-            self.request_keyframe(receiver, now)
+        dt = slot.downtrack
+        if dt.receiver is not None and not dt.paused:
+            layer = choose_layer(dt, dt.receiver, now)
+            dt.request_layer(layer)
+            self.request_keyframe(layer, now)
 
     def peer_connected(self, peer: Peer) -> None:
         now = self.now()
         for slot in peer.slots:
             slot.downtrack.resume()
-            if slot.downtrack.receiver is not None:
-                self.request_keyframe(slot.downtrack.receiver, now)
+            self._slot_bound(slot, now)
+
+    def reselect(self, dt: DownTrack, now: float) -> None:
+        """Move a viewer to the layer the policy picks now (preference, size, bandwidth)."""
+        if dt.receiver is None or dt.paused:
+            return
+        layer = choose_layer(dt, dt.receiver, now)
+        if dt.request_layer(layer):
+            self.metrics.layer_switch_requests += 1
+            self.request_keyframe(layer, now)
+
+    def set_layer_preference(
+        self, peer: Peer, mid: str | None, *, rank: int | None = None,
+        max_size: tuple[int, int] | None = None,
+    ) -> int:
+        """Apply a viewer's layer preference or render size to its video slots (or one mid)."""
+        now = self.now()
+        changed = 0
+        for slot in peer.slots:
+            dt = slot.downtrack
+            if dt.kind != "video" or (mid is not None and dt.mid != mid):
+                continue
+            if rank is not None:
+                dt.preferred_rank = rank
+            if max_size is not None:
+                dt.max_size = max_size
+            self.reselect(dt, now)
+            changed += 1
+        return changed
 
     def peer_address(
         self, peer: Peer, old: tuple[str, int] | None, new: tuple[str, int]
@@ -354,13 +402,38 @@ class Node:
             elif peer.state == "new" and now - peer.created_at > CONNECT_TIMEOUT:
                 self.close_peer(peer, "connect_timeout")
         for room in self.rooms.values():
-            for receiver in room.receivers.values():
-                t = receiver.keyframes.get_timer()
-                if t is not None and t <= now and receiver.keyframes.handle_timer(now):
-                    self._send_pli(receiver)
+            for track in room.receivers.values():
+                for receiver in track.layers:
+                    t = receiver.keyframes.get_timer()
+                    if t is not None and t <= now and receiver.keyframes.handle_timer(now):
+                        self._send_pli(receiver)
+        if now >= self._next_layer_check:
+            self._next_layer_check = now + LAYER_CHECK_INTERVAL
+            self._check_layers(now)
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             self._send_receiver_reports(now)
+
+    def _check_layers(self, now: float) -> None:
+        """Follow layers that stop or return, and pause layers nobody needs (dynacast)."""
+        for room in self.rooms.values():
+            for track in room.receivers.values():
+                if not track.simulcast:
+                    continue
+                viewers = [dt for la in track.layers for dt in la.downtracks]
+                viewers += [dt for la in track.layers for dt in la.pending if dt not in viewers]
+                for dt in viewers:
+                    self.reselect(dt, now)
+                needed = needed_layers(track, viewers) | {track.ranked()[0].layer}
+                changed = False
+                for layer in track.layers:
+                    paused = layer.layer not in needed
+                    if paused != layer.paused:
+                        layer.paused = paused
+                        changed = True
+                publisher: Peer | None = track.upstream
+                if changed and publisher is not None and publisher.on_layers is not None:
+                    publisher.on_layers(track)
 
     def _send_receiver_reports(self, now: float) -> None:
         for peer in self.peers.values():
@@ -381,6 +454,8 @@ class Node:
         m.add_gauge("sessions_active", "Peer connections by kind and state", ("kind", "state"),
                     self._sessions_by_kind)
         m.add_gauge("tracks", "Published tracks by kind", ("kind",), self._tracks_by_kind)
+        m.add_gauge("simulcast_layers", "Simulcast layers by state (paused = dynacast)",
+                    ("state",), self._layers_by_state)
 
     def _participants_by_role(self) -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {("publisher",): 0, ("subscriber",): 0}
@@ -394,6 +469,15 @@ class Node:
         for peer in self.peers.values():
             key = (peer.kind, peer.state)
             out[key] = out.get(key, 0) + 1
+        return out
+
+    def _layers_by_state(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {("active",): 0, ("paused",): 0}
+        for room in self.rooms.values():
+            for track in room.receivers.values():
+                if track.simulcast:
+                    for la in track.layers:
+                        out[("paused",) if la.paused else ("active",)] += 1
         return out
 
     def _tracks_by_kind(self) -> dict[tuple[str, ...], float]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from sfu.auth import Claims, TokenError, bearer_token, verify_token
+from sfu.core.layers import parse_rank
 from sfu.sdp import SdpError
 
 if TYPE_CHECKING:
@@ -96,6 +97,12 @@ async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return refuse(node, 400, "SDP is not UTF-8")
+    layer_rank = None
+    if kind == "whep" and "layer" in request.query:
+        try:
+            layer_rank = parse_rank(request.query["layer"])
+        except ValueError as exc:
+            return refuse(node, 400, str(exc))
     try:
         answered = node.open_session(
             kind=kind,
@@ -104,11 +111,16 @@ async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
             offer_sdp=text,
             publish=kind == "whip",
             subscribe=kind == "whep",
+            grants=claims.grants,
+            layer_rank=layer_rank,
         )
     except SdpError as exc:
         return refuse(node, 400, f"bad offer: {exc}")
     location = f"/{kind}/{room}/{answered.peer.id}"
     headers = {**CORS, "Location": location, "ETag": f'"{answered.peer.local_ufrag}"'}
+    if kind == "whep":
+        # Layer selection for players that cannot renegotiate (docs/protocol.md).
+        headers["Link"] = f'<{location}/layer>; rel="urn:ietf:params:whep:ext:core:layer"'
     return web.Response(
         status=201, body=answered.sdp.encode(), content_type="application/sdp", headers=headers
     )
@@ -137,6 +149,55 @@ async def resource_delete(request: web.Request) -> web.StreamResponse:
         return refuse(node, 403, "session belongs to another participant")
     node.close_peer(peer, "deleted")
     return web.Response(status=200, headers=CORS)
+
+
+async def whep_layer(request: web.Request) -> web.StreamResponse:
+    """`POST {location}/layer` {"layer": "low|mid|high"} and/or {"max_width", "max_height"}."""
+    node = _node(request)
+    room = request.match_info["room"]
+    peer = node.peers.get(request.match_info["session"])
+    if peer is None or peer.room.name != room or peer.kind != "whep":
+        return refuse(node, 404, "no such session")
+    try:
+        claims = authorize(request, room, "subscribe")
+    except TokenError as exc:
+        return _auth_refusal(node, exc)
+    if claims.identity != peer.participant and not claims.allows("admin"):
+        return refuse(node, 403, "session belongs to another participant")
+    try:
+        body = await request.json()
+    except ValueError:
+        return refuse(node, 400, "body must be JSON")
+    if not isinstance(body, dict):
+        return refuse(node, 400, "body must be a JSON object")
+    try:
+        rank, size = layer_request(body)
+    except ValueError as exc:
+        return refuse(node, 400, str(exc))
+    changed = node.set_layer_preference(peer, body.get("mid"), rank=rank, max_size=size)
+    if not changed:
+        return refuse(node, 404, "no video track to apply it to")
+    return web.json_response({"applied": changed}, headers=CORS)
+
+
+def layer_request(body: dict[str, object]) -> tuple[int | None, tuple[int, int] | None]:
+    """Validate a layer/size request body; ValueError with the reason."""
+    rank = size = None
+    layer = body.get("layer")
+    if layer is not None:
+        if not isinstance(layer, str):
+            raise ValueError("'layer' must be low, mid or high")
+        rank = parse_rank(layer)
+    width, height = body.get("max_width"), body.get("max_height")
+    if width is not None or height is not None:
+        if not (isinstance(width, int) and isinstance(height, int)) or not (
+            0 < width <= 16384 and 0 < height <= 16384
+        ):
+            raise ValueError("'max_width' and 'max_height' must be positive integers")
+        size = (width, height)
+    if rank is None and size is None:
+        raise ValueError("give 'layer' or 'max_width' and 'max_height'")
+    return rank, size
 
 
 async def resource_patch(request: web.Request) -> web.StreamResponse:
@@ -179,6 +240,7 @@ def build_app(node: Node) -> web.Application:
     r = app.router
     r.add_post("/whip/{room}", whip_post)
     r.add_post("/whep/{room}", whep_post)
+    r.add_post("/whep/{room}/{session}/layer", whep_layer)
     for kind in ("whip", "whep"):
         r.add_delete(f"/{kind}/{{room}}/{{session}}", resource_delete)
         r.add_patch(f"/{kind}/{{room}}/{{session}}", resource_patch)
@@ -188,4 +250,7 @@ def build_app(node: Node) -> web.Application:
     from sfu.http.ws import add_routes
 
     add_routes(app)
+    from signalling.http import add_routes as add_commerce_routes
+
+    add_commerce_routes(app)
     return app

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from sfu.auth import Claims, TokenError, verify_token
+from sfu.core.receiver import Receiver
 from sfu.core.room import Room
 from sfu.sdp import SdpError
 
@@ -75,6 +76,8 @@ class RoomSession:
             await self.error("not_joined", "send 'join' with a token first", ref)
         elif kind == "offer":
             await self._offer(msg, ref)
+        elif kind == "layer":
+            await self._layer(msg, ref)
         elif kind == "leave":
             await self.ws.close()
         else:
@@ -122,9 +125,10 @@ class RoomSession:
                 answered = self.node.open_session(
                     kind="ws", room_name=c.room, participant=c.identity, offer_sdp=sdp,
                     publish=c.allows("publish"), subscribe=c.allows("subscribe"),
-                    subscriptions=subs,
+                    subscriptions=subs, grants=c.grants,
                 )
                 self.peer = answered.peer
+                self.peer.on_layers = self._on_layers
             else:
                 answered = self.node.renegotiate(
                     self.peer, sdp, publish=c.allows("publish"), subscribe=c.allows("subscribe"),
@@ -142,6 +146,32 @@ class RoomSession:
                                   if s.downtrack.receiver is not None else None)
                 for s in peer.slots
             },
+        )
+
+    async def _layer(self, msg: dict[str, Any], ref: Any) -> None:
+        from sfu.http.app import layer_request
+
+        if self.peer is None:
+            await self.error("no_session", "send an offer first", ref)
+            return
+        mid = msg.get("mid")
+        if mid is not None and not isinstance(mid, str):
+            await self.error("malformed", "'mid' must be a string", ref)
+            return
+        try:
+            rank, size = layer_request(msg)
+        except ValueError as exc:
+            await self.error("malformed", str(exc), ref)
+            return
+        applied = self.node.set_layer_preference(self.peer, mid, rank=rank, max_size=size)
+        await self.send("layer", id=ref, applied=applied)
+
+    def _on_layers(self, track: Receiver) -> None:
+        """Dynacast: tell this publisher which simulcast layers anyone needs."""
+        active = [la.rid or str(la.layer) for la in track.layers if not la.paused]
+        paused = [la.rid or str(la.layer) for la in track.layers if la.paused]
+        asyncio.ensure_future(
+            self.send("layers", track_id=track.info.track_id, active=active, paused=paused)
         )
 
     def _on_tracks(self, room: Room) -> None:

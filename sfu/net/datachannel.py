@@ -1,13 +1,17 @@
 """Datachannel messages on a peer connection: a versioned JSON envelope.
 
 The node greets every channel with `hello` and answers `clock.ping` with `clock.pong` (server
-time, for countdowns that end together). Other types go to the commerce layer's hook when one is
-installed; anything malformed gets an `error` message and the channel stays open.
+time, for countdowns that end together) at once, ahead of any queued message. Other types go
+to the commerce service (``node.commerce``, which also gets every channel when it opens) or
+the ``node.on_datachannel_message`` hook; anything malformed gets an `error` message and the
+channel stays open.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +20,8 @@ from aiortc import RTCDataChannel
 if TYPE_CHECKING:
     from sfu.net.peer import Peer
     from sfu.node import Node
+
+log = logging.getLogger("sfu.datachannel")
 
 MAX_MESSAGE = 16 * 1024
 VERSION = 1
@@ -30,6 +36,8 @@ def attach(node: Node, peer: Peer, channel: RTCDataChannel) -> None:
         channel.send(
             envelope("hello", room=peer.room.name, participant=peer.participant, session=peer.id)
         )
+        if node.commerce is not None:
+            node.commerce.channel_opened(peer, channel)
 
     if channel.readyState == "open":
         hello()
@@ -61,10 +69,37 @@ def handle_message(node: Node, peer: Peer, channel: RTCDataChannel, message: str
         return
     kind = msg["type"]
     if kind == "clock.ping":
-        channel.send(envelope("clock.pong", id=msg.get("id"), server_time=time.time()))
+        # Answered here, bypassing every queue: a pong that waited would spoil the estimate.
+        m.packets_out["datachannel_pong"] += 1
+        channel.send(pong(msg, time.time()))
+        return
+    commerce = node.commerce
+    if commerce is not None:
+        try:
+            commerce.on_message(peer, channel, message)
+        except Exception:  # never let it escape into aiortc's receive loop
+            log.exception("commerce message handler failed")
+            channel.send(envelope("error", code="internal", reason="message not processed"))
         return
     hook = node.on_datachannel_message
     if hook is not None and hook(peer, channel, msg):
         return
     m.drop("datachannel_unknown_type")
     channel.send(envelope("error", code="unknown_type", reason=f"unknown message type {kind!r}"))
+
+
+def pong(ping: dict[str, Any], server_time: float) -> str:
+    """``clock.pong`` for a ``clock.ping``: ``{id, client_time, server_time}`` when the ping
+    carries a numeric ``client_time`` (signalling.messages.ClockPong), else the original
+    ``{id, server_time}`` form."""
+    ping_id = ping.get("id")
+    client_time = ping.get("client_time")
+    if (
+        isinstance(client_time, int | float)
+        and not isinstance(client_time, bool)
+        and math.isfinite(client_time)
+        and isinstance(ping_id, int)
+        and not isinstance(ping_id, bool)
+    ):
+        return envelope("clock.pong", id=ping_id, client_time=client_time, server_time=server_time)
+    return envelope("clock.pong", id=ping_id, server_time=server_time)

@@ -21,12 +21,14 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 from sfu.core.downtrack import DownTrack
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
+from sfu.core.twcc import FeedbackGenerator
 from sfu.negotiate import EXT_MID
 from sfu.net.dtls import make_dtls
 from sfu.sdp import AnswerMedia
 from sfu.wire import rtcp
 from sfu.wire.rtcp import RtcpError
-from sfu.wire.rtp import RtpError, parse_header
+from sfu.wire.rtp import RtpError, iter_extensions, parse_header
+from sfu.wire.twcc import read_transport_seq
 
 if TYPE_CHECKING:
     from sfu.node import Node
@@ -56,6 +58,7 @@ class Peer:
         self.id = secrets.token_urlsafe(12)
         self.room = room
         self.participant = participant
+        self.grants: frozenset[str] = frozenset()  # the token's grants (commerce admin checks)
         self.local_ufrag = secrets.token_hex(4)
         self.local_pwd = secrets.token_hex(16)
         self.remote_ufrag = remote_ufrag
@@ -75,6 +78,13 @@ class Peer:
         self.receivers_by_ssrc: dict[int, Receiver] = {}
         self.receivers_by_mid: dict[str, Receiver] = {}
         self.mid_ext_id: int | None = None
+        self.rid_ext_id: int | None = None
+        self.receivers_by_rid: dict[tuple[str, str], Receiver] = {}
+        # transport-cc feedback to this publisher (enable_twcc), on a timer of its own
+        self.twcc: FeedbackGenerator | None = None
+        self.twcc_ext_id = 0
+        self._twcc_at: float | None = None
+        self._twcc_handle: asyncio.TimerHandle | None = None
         # negotiation: what each mid became, kept across renegotiations
         self.sections: dict[str, AnswerMedia] = {}
         self.sdp_session_id = secrets.randbits(62)
@@ -91,25 +101,33 @@ class Peer:
         self.channels: list[RTCDataChannel] = []
         self._task: asyncio.Task[None] | None = None
         self.on_channel: Callable[[Peer, RTCDataChannel], None] | None = None
+        # Told when the node pauses or resumes a simulcast layer this peer publishes.
+        self.on_layers: Callable[[Receiver], None] | None = None
 
     # --- set-up ------------------------------------------------------------------------------
 
     def add_receiver(self, receiver: Receiver, mid: str, ssrcs: list[int]) -> None:
-        receiver.upstream = self
-        self.receivers.append(receiver)
+        """Register a published track; `ssrcs` are its layers' SSRCs when the SDP says them."""
         self.receivers_by_mid[mid] = receiver
-        for ssrc in ssrcs:
-            self.receivers_by_ssrc[ssrc] = receiver
-        if ssrcs:
-            receiver.ssrc = ssrcs[0]
+        for i, layer in enumerate(receiver.layers):
+            layer.upstream = self
+            self.receivers.append(layer)
+            if i < len(ssrcs):
+                layer.ssrc = ssrcs[i]
+                self.receivers_by_ssrc[ssrcs[i]] = layer
+            if layer.rid is not None:
+                self.receivers_by_rid[(mid, layer.rid)] = layer
 
     def remove_receiver(self, receiver: Receiver) -> None:
-        if receiver in self.receivers:
-            self.receivers.remove(receiver)
+        """Forget a published track and all its layers."""
+        layers = set(map(id, receiver.layers))
+        self.receivers = [r for r in self.receivers if id(r) not in layers]
         for mid in [k for k, r in self.receivers_by_mid.items() if r is receiver]:
             del self.receivers_by_mid[mid]
-        for ssrc in [k for k, r in self.receivers_by_ssrc.items() if r is receiver]:
+        for ssrc in [k for k, r in self.receivers_by_ssrc.items() if id(r) in layers]:
             del self.receivers_by_ssrc[ssrc]
+        for key in [k for k, r in self.receivers_by_rid.items() if id(r) in layers]:
+            del self.receivers_by_rid[key]
 
     def remove_slot(self, slot: Slot) -> None:
         if slot in self.slots:
@@ -171,6 +189,8 @@ class Peer:
         except Exception:
             pass
         self._pipe.close()
+        if self._twcc_handle is not None:
+            self._twcc_handle.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -218,6 +238,14 @@ class Peer:
         except RtpError:
             m.drop("rtp_malformed")
             return
+        twcc = self.twcc
+        if twcc is not None and hdr.ext_profile:
+            # Before any SSRC/PT check: padding probes count for the estimate too.
+            tseq = read_transport_seq(plain, hdr, self.twcc_ext_id)
+            if tseq is not None:
+                twcc.record(tseq, now)
+                if twcc.get_timer() != self._twcc_at:
+                    self._arm_twcc()
         receiver = self.receivers_by_ssrc.get(hdr.ssrc)
         if receiver is None:
             receiver = self._learn_ssrc(plain, hdr)
@@ -231,6 +259,8 @@ class Peer:
             m.drop("unknown_payload_type")
             return
         key = receiver.on_rtp(plain, hdr, now)
+        if key and receiver.pending:
+            receiver.promote_pending(now)
         sock = self.node.sock
         if sock is None:
             return
@@ -262,20 +292,32 @@ class Peer:
             m.bytes_out[kind] += sent_bytes
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
-        """Bind an SSRC the offer did not declare, by its MID extension or payload type."""
+        """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT."""
         receiver = None
-        if self.mid_ext_id is not None and hdr.ext_profile:
-            from sfu.wire.rtp import get_extension
-
+        mid = rid = None
+        if hdr.ext_profile and (self.mid_ext_id is not None or self.rid_ext_id is not None):
             try:
-                mid = get_extension(plain, hdr, self.mid_ext_id)
+                elements = dict(iter_extensions(plain, hdr))
             except RtpError:
-                mid = None
+                elements = {}
+            if self.mid_ext_id in elements:
+                mid = elements[self.mid_ext_id].decode("ascii", "replace")
+            if self.rid_ext_id in elements:
+                rid = elements[self.rid_ext_id].decode("ascii", "replace")
+        if rid is not None:
             if mid is not None:
-                receiver = self.receivers_by_mid.get(mid.decode("ascii", "replace"))
-        if receiver is None:
+                receiver = self.receivers_by_rid.get((mid, rid))
+            else:
+                matches = [r for (_, r_id), r in self.receivers_by_rid.items() if r_id == rid]
+                receiver = matches[0] if len(matches) == 1 else None
+        elif mid is not None:
+            primary = self.receivers_by_mid.get(mid)
+            if primary is not None and not primary.simulcast:
+                receiver = primary
+        if receiver is None and rid is None:
             candidates = [
-                r for r in self.receivers if r.ssrc is None and r.payload_type == hdr.payload_type
+                r for r in self.receivers
+                if r.ssrc is None and r.payload_type == hdr.payload_type and not r.simulcast
             ]
             if len(candidates) == 1:
                 receiver = candidates[0]
@@ -301,8 +343,8 @@ class Peer:
                 ssrcs = [p.media_ssrc] if isinstance(p, rtcp.Pli) else [e[0] for e in p.entries]
                 for ssrc in ssrcs:
                     dt = self.downtracks_by_ssrc.get(ssrc)
-                    if dt is not None and dt.receiver is not None:
-                        self.node.request_keyframe(dt.receiver, now)
+                    if dt is not None and dt.current is not None:
+                        self.node.request_keyframe(dt.pending or dt.current, now)
             elif isinstance(p, rtcp.ReceiverReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
@@ -335,9 +377,38 @@ class Peer:
             tx.protect_rtcp(rtcp.serialize_compound(packets)), self.addr, "rtcp"
         )
 
-    def set_mid_extension(self, ext_id: int | None) -> None:
-        if ext_id is not None:
-            self.mid_ext_id = ext_id
+    def enable_twcc(self, ext_id: int | None) -> None:
+        """Return transport-cc feedback for packets carrying extension `ext_id` (publishers)."""
+        if ext_id is None or self.twcc is not None:
+            return
+        self.twcc_ext_id = ext_id
+        self.twcc = FeedbackGenerator(sender_ssrc=self.rtcp_ssrc)
+
+    def _arm_twcc(self) -> None:
+        if self._twcc_handle is not None:
+            self._twcc_handle.cancel()
+            self._twcc_handle = None
+        at = self._twcc_at = self.twcc.get_timer() if self.twcc is not None else None
+        if at is not None and self.state != "closed":
+            self._twcc_handle = asyncio.get_running_loop().call_at(at, self._on_twcc_timer)
+
+    def _on_twcc_timer(self) -> None:
+        self._twcc_handle = None
+        twcc = self.twcc
+        if twcc is None or self.state == "closed":
+            return
+        # The media SSRC field is informative only (the feedback covers the whole transport).
+        twcc.media_ssrc = next((r.ssrc for r in self.receivers if r.ssrc is not None), 0)
+        for feedback in twcc.handle_timer(self.node.now()):
+            self.send_rtcp([feedback])
+            self.node.metrics.twcc_feedback += 1
+        self._arm_twcc()
+
+    def set_extension_ids(self, mid_id: int | None, rid_id: int | None) -> None:
+        if mid_id is not None:
+            self.mid_ext_id = mid_id
+        if rid_id is not None:
+            self.rid_ext_id = rid_id
 
 
 __all__ = ["Peer", "EXT_MID"]

@@ -1,7 +1,8 @@
 """RTCP codec: owns the byte layout of RTCP packets and compound packets.
 
 Covers sender/receiver reports, SDES (CNAME only), BYE (RFC 3550), generic NACK
-and PLI (RFC 4585), FIR (RFC 5104) and REMB (draft-alvestrand-rmcat-remb).
+and PLI (RFC 4585), FIR (RFC 5104), REMB (draft-alvestrand-rmcat-remb) and
+transport-cc feedback (`sfu.wire.twcc.TransportFeedback`).
 Anything else is kept as `UnknownRtcp` so it can be forwarded byte-exact.
 Also owns the NTP timestamp helpers used by sender reports.
 
@@ -17,6 +18,9 @@ import struct
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 
+from sfu.wire.rtcperror import RtcpError
+from sfu.wire.twcc import TransportFeedback
+
 PT_SR = 200
 PT_RR = 201
 PT_SDES = 202
@@ -27,6 +31,7 @@ FMT_NACK = 1
 FMT_PLI = 1
 FMT_FIR = 4
 FMT_AFB = 15
+FMT_TWCC = 15  # RTPFB transport-cc feedback (sfu.wire.twcc)
 SDES_CNAME = 1
 
 _NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
@@ -39,10 +44,6 @@ _REPORT_BLOCK = struct.Struct("!IIIIII")
 _NACK_ITEM = struct.Struct("!HH")
 _FIR_ITEM = struct.Struct("!IB3x")
 _REMB_ID = b"REMB"
-
-
-class RtcpError(ValueError):
-    """Malformed RTCP input, or a packet field that cannot be encoded."""
 
 
 def _pack(st: struct.Struct, *values: int) -> bytes:
@@ -355,7 +356,7 @@ class Remb:
 
 @dataclass(slots=True)
 class UnknownRtcp:
-    """Any other RTCP packet (XR, APP, transport-cc, ...), body without header or padding."""
+    """Any other RTCP packet (XR, APP, TMMBR, ...), body without header or padding."""
 
     packet_type: int
     fmt: int
@@ -367,7 +368,10 @@ class UnknownRtcp:
         return _header(self.fmt, self.packet_type, self.body)
 
 
-RtcpPacket = SenderReport | ReceiverReport | Sdes | Bye | Nack | Pli | Fir | Remb | UnknownRtcp
+RtcpPacket = (
+    SenderReport | ReceiverReport | Sdes | Bye | Nack | Pli | Fir | Remb | TransportFeedback
+    | UnknownRtcp
+)
 
 
 def _parse_one(count: int, packet_type: int, body: bytes) -> RtcpPacket:
@@ -381,6 +385,8 @@ def _parse_one(count: int, packet_type: int, body: bytes) -> RtcpPacket:
         return Bye._parse(count, body)
     if packet_type == PT_RTPFB and count == FMT_NACK:
         return Nack._parse(body)
+    if packet_type == PT_RTPFB and count == FMT_TWCC:
+        return TransportFeedback.parse(body)
     if packet_type == PT_PSFB:
         if count == FMT_PLI:
             return Pli._parse(body)

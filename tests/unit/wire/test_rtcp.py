@@ -176,7 +176,7 @@ ROUND_TRIP: list[RtcpPacket] = [
     Fir(9, [(1, 0), (2, 255)]),
     Remb(3, 0, []),
     Remb(3, 250_000, [1]),
-    UnknownRtcp(205, 15, bytes(range(20))),  # transport-cc feedback
+    UnknownRtcp(205, 3, bytes(range(20))),  # TMMBR (transport-cc has its own codec now)
     UnknownRtcp(207, 0, b"\x00\x00\x00\x01" * 3),  # XR
     UnknownRtcp(206, 15, b"\x00" * 8 + b"NOPE"),  # app-layer FB that is not REMB
 ]
