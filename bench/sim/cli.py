@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,12 @@ STANDARD = Path(__file__).resolve().parents[1] / "scenarios" / "standard.json"
 PATH_KEYS = {"trace", "loss", "delay_ms", "jitter_ms", "queue_ms", "queue_bytes", "reorder"}
 TOP_KEYS = {"name", "duration", "seed", "bitrate", "fps", "keyframe_interval",
             "keyframe_ratio", "audio", "subscribers", "join_at", "drain", "bin",
-            "convergence", "up", "down"}
+            "convergence", "up", "down", "recovery"}
+FULL_RECOVERY = "nack+red+fec"
+# Headline keys copied from the recovery-off run into each summary entry's "without_recovery".
+BASELINE_KEYS = ("residual_loss", "video_residual_loss", "freeze_count", "freeze_total_s",
+                 "frames_not_rendered", "latency_p95_ms", "audio_delivered_within_300ms",
+                 "time_without_video_s")
 
 
 def add_commands(sub: Any) -> None:
@@ -45,15 +51,26 @@ def add_commands(sub: Any) -> None:
     sim.add_argument("--fps", type=float, default=30.0)
     sim.add_argument("--subscribers", type=int, default=1)
     sim.add_argument("--name", default="sim", help="scenario name in the report")
+    sim.add_argument("--recovery", default=FULL_RECOVERY,
+                     help="loss recovery: none, nack, nack+red, nack+red+fec (default)")
     sim.add_argument("--out", type=Path, default=Path("bench-results/sim"))
     sim.add_argument("--no-plots", action="store_true")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--estimator", default="none", choices=("none", "gcc", "remb-aiortc"),
+                     help="downlink bandwidth estimation: none (single stream, as before), gcc "
+                     "(simulcast + send-side GCC/allocator/pacer at the node) or remb-aiortc "
+                     "(simulcast + aiortc's receive-side REMB estimator at the viewer)")
+    sim.add_argument("--layers", default="150k,500k,1.5M",
+                     help="simulcast layer bitrates for --estimator gcc|remb-aiortc")
 
     rs = sub.add_parser("run-scenarios", help="run the standard simulated scenario set")
     rs.add_argument("--scenarios", type=Path, default=STANDARD,
                     help=f"scenario file (default {STANDARD.relative_to(REPO_ROOT)})")
     rs.add_argument("--smoke", action="store_true", help="short run of a few scenarios")
     rs.add_argument("--only", default=None, help="comma-separated scenario names")
+    rs.add_argument("--recovery", default=FULL_RECOVERY,
+                    help="loss recovery for the runs (each scenario also runs once without, "
+                    "for the comparison; default nack+red+fec)")
     rs.add_argument("--out", type=Path, default=Path("bench-results"))
     rs.add_argument("--no-plots", action="store_true")
     rs.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,7 +92,7 @@ def _sim(args: argparse.Namespace) -> int:
 
     config = SimConfig(
         name=args.name, duration=args.duration, seed=args.seed, bitrate=args.bitrate,
-        fps=args.fps, subscribers=args.subscribers,
+        fps=args.fps, subscribers=args.subscribers, recovery=args.recovery,
         up=PathSpec(trace=args.up_trace, loss=args.up_loss, delay_ms=args.up_delay,
                     jitter_ms=args.up_jitter, queue_ms=args.up_queue_ms),
         down=PathSpec(trace=args.down_trace or args.trace,
@@ -84,6 +101,11 @@ def _sim(args: argparse.Namespace) -> int:
     )
     if not 0 < args.fps <= 120:
         raise ConfigError(f"--fps: must be in (0, 120], got {args.fps}")
+    if getattr(args, "estimator", "none") != "none":
+        from bench.sim.bwe import parse_layers, run_cli
+
+        return run_cli(config, args.estimator, parse_layers(args.layers), args.out,
+                       plots=not args.no_plots, quiet=args.quiet)
     total = config.duration + config.drain
     elapsed = stopwatch()
     with progress(total, config.name, args.quiet) as update:
@@ -168,6 +190,9 @@ def _run_scenarios(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError(f"--only: unknown scenario(s) {', '.join(unknown)}")
         configs = [c for c in configs if c.name in wanted]
+    for c in configs:
+        if args.recovery is not None:
+            c.recovery = args.recovery
     for c in configs:  # validate every trace and loss spec before running anything
         try:
             build(c)
@@ -183,13 +208,49 @@ def _run_scenarios(args: argparse.Namespace) -> int:
         write_run(report, args.out / c.name, plots=not args.no_plots)
         entry = headline(report)
         entry["wall_s"] = round(wall, 3)
+        if c.recovery != "none":
+            # The same scenario with recovery off, for the on/off comparison.
+            off = headline(simulate(replace(c, recovery="none")))
+            entry["without_recovery"] = {k: off.get(k) for k in BASELINE_KEYS}
         entries.append(entry)
         if not args.quiet:
             print(f"{c.name}: {c.duration:g} s simulated in {wall:.2f} s", file=sys.stderr)
     total = elapsed_all()
-    write_set(entries, args.out, note=f"{len(entries)} scenarios{' (smoke)' if args.smoke else ''}"
-              f", seed(s) {sorted({c.seed for c in configs})}, loss recovery: none, "
-              f"bandwidth estimation: none; wall time {total:.1f} s.")
+    comparison = _comparison_table(entries)
+    write_set(entries, args.out, note=comparison + f"{len(entries)} scenarios{' (smoke)' if args.smoke else ''}"
+              f", seed(s) {sorted({c.seed for c in configs})}, loss recovery: "
+              f"{', '.join(sorted({c.recovery for c in configs}))} (each also run without; see "
+              f"without_recovery in summary.json), bandwidth estimation: none; "
+              f"wall time {total:.1f} s.")
     print(f"wrote {args.out}/summary.json ({len(entries)} scenarios, {total:.1f} s)",
           file=sys.stderr)
     return 0
+
+
+def _comparison_table(entries: list[dict[str, Any]]) -> str:
+    """Markdown: recovery on vs off per scenario (empty when nothing ran with recovery)."""
+    rows = [e for e in entries if "without_recovery" in e]
+    if not rows:
+        return ""
+
+    def pct(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2%}"
+
+    def num(v: Any, fmt: str = ".2f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = ["## Loss recovery on vs off", "",
+             "| scenario | recovery | residual loss (on / off) | freeze time s (on / off) | "
+             "p95 latency ms (on / off) | audio within 300 ms (on / off) | overhead |",
+             "|---|---|---|---|---|---|---|"]
+    for e in rows:
+        off = e["without_recovery"]
+        ovh = (e.get("overhead_nack_rtx_fec") or {}).get("ratio")
+        lines.append(
+            f"| {e['scenario']} | {e.get('recovery')} | {pct(e.get('residual_loss'))} / "
+            f"{pct(off.get('residual_loss'))} | {num(e.get('freeze_total_s'))} / "
+            f"{num(off.get('freeze_total_s'))} | {num(e.get('latency_p95_ms'), '.0f')} / "
+            f"{num(off.get('latency_p95_ms'), '.0f')} | "
+            f"{pct(e.get('audio_delivered_within_300ms'))} / "
+            f"{pct(off.get('audio_delivered_within_300ms'))} | {pct(ovh)} |")
+    return "\n".join(lines) + "\n\n"

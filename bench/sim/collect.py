@@ -108,6 +108,9 @@ def collect(config: SimConfig, built: _Built) -> dict[str, Any]:
                                               bin_size, span)
         a_sent, a_recv, a_missing = _residual(pub.audio.times, a_first, set(a.indices),
                                               bin_size, span)
+        # Audio that could play: arrived (original or recovered) within 300 ms of sending.
+        on_time = {i for i, lat in zip(a.indices, a.latencies, strict=True) if lat <= 0.3}
+        a_on_time = len(on_time) / a_sent if a_sent else None
         # Frames count from the first one rendered (the join delay is its own metric), or
         # from the join when nothing ever rendered.
         f_first = r.frames[0] if r.frames else bisect_left(pub.frames.times, config.join_at)
@@ -155,6 +158,7 @@ def collect(config: SimConfig, built: _Built) -> dict[str, Any]:
                 "played": sub.audio_played,
                 "late": sub.audio_late,
                 "playout_deadline_ms": sub.config.audio_deadline * 1000,
+                "delivered_within_300ms": a_on_time,
             },
             "downlink": down_stats,
             "loss_before_recovery": before,
@@ -170,6 +174,10 @@ def collect(config: SimConfig, built: _Built) -> dict[str, Any]:
                            ("time_without_video_s", no_video),
                            ("received_bitrate_bps", mean_rx),
                            ("join_to_first_frame_s", join_ff),
+                           ("audio_delivered_within_300ms", a_on_time),
+                           ("video_residual_loss", m.loss_fraction(v_sent, v_recv)),
+                           ("video_latency_p95_ms", m.latency_summary(v.latencies)["p95"]),
+                           ("nack_bytes", float(_sub_nack_bytes(sub))),
                            ("utilisation", util),
                            ("downlink_queuing_p95_ms", down_stats["queuing_delay_ms"]["p95"])):
             if value is not None:
@@ -231,7 +239,11 @@ def collect(config: SimConfig, built: _Built) -> dict[str, Any]:
             "uplink": up_stats["queuing_delay_ms"]["p95"],
             "downlink": mean("downlink_queuing_p95_ms"),
         },
-        "overhead_nack_rtx_fec": _overhead(recovery, n.bytes_forwarded),
+        "overhead_nack_rtx_fec": _overhead(recovery, n.bytes_forwarded,
+                                           sum(_sub_nack_bytes(s) for s in built.subscribers)),
+        "video_residual_loss": mean("video_residual_loss"),
+        "video_latency_p95_ms": mean("video_latency_p95_ms"),
+        "audio_delivered_within_300ms": mean("audio_delivered_within_300ms"),
         "layer_switches": estimator.layer_switches,
         "join_to_first_frame_s": mean("join_to_first_frame_s"),
         "cpu_per_forwarded_packet_us": None,
@@ -285,10 +297,25 @@ def _ms(values: list[float | None]) -> list[float | None]:
     return [None if v is None else v * 1000 for v in values]
 
 
-def _overhead(recovery: Any, media_bytes: int) -> dict[str, float | int]:
+def _sub_nack_bytes(sub: Any) -> int:
+    rec = getattr(sub, "recovery", None)
+    return int(getattr(rec, "nack_bytes", 0))
+
+
+def _overhead(recovery: Any, media_bytes: int, nack_bytes: int = 0) -> dict[str, float | int]:
+    """Recovery bytes against the media bytes forwarded: RTX, FEC, RED (node to viewers) and
+    NACK (viewers' RTCP plus the node's upstream NACKs)."""
+    nack_total = nack_bytes + int(getattr(recovery, "nack_bytes_upstream", 0))
+    total = recovery.overhead_bytes + nack_total
     return {
         "rtx_packets": recovery.rtx_packets,
         "fec_packets": recovery.fec_packets,
-        "overhead_bytes": recovery.overhead_bytes,
-        "ratio": recovery.overhead_bytes / media_bytes if media_bytes else 0.0,
+        "rtx_bytes": int(getattr(recovery, "rtx_bytes", 0)),
+        "fec_bytes": int(getattr(recovery, "fec_bytes", 0)),
+        "red_bytes": int(getattr(recovery, "red_bytes", 0)),
+        "nack_bytes": nack_total,
+        "upstream_nacks": int(getattr(recovery, "upstream_nacks", 0)),
+        "overhead_bytes": total,
+        "media_bytes": media_bytes,
+        "ratio": total / media_bytes if media_bytes else 0.0,
     }

@@ -49,6 +49,7 @@ class SimNode:
         self._sinks: dict[str, Sink] = {}
         # Hooks for the loss-recovery and bandwidth-estimation work (null for now).
         self.recovery: Recovery = recovery or NoRecovery()
+        self.recovery.bind(upstream_rtcp, self._keyframe_for_ssrc)
         self.estimator: Estimator = estimator or NoEstimator()
         self.counters = NodeCounters()
 
@@ -61,6 +62,21 @@ class SimNode:
         for slot in self.room.add_receiver(receiver, now):
             self._slot_bound(slot, now)
         return receiver
+
+    def publish_simulcast(self, info: TrackInfo, ssrcs: list[int], rids: list[str],
+                          now: float) -> Receiver:
+        """A simulcast track: one Receiver per layer (lowest first), the first the primary."""
+        primary = Receiver(info, layer=0, rid=rids[0])
+        primary.ssrc = ssrcs[0]
+        self._by_ssrc[ssrcs[0]] = primary
+        for i, (ssrc, rid) in enumerate(zip(ssrcs[1:], rids[1:], strict=True), start=1):
+            layer = Receiver(info, layer=i, rid=rid)
+            layer.ssrc = ssrc
+            primary.add_layer(layer)
+            self._by_ssrc[ssrc] = layer
+        for slot in self.room.add_receiver(primary, now):
+            self._slot_bound(slot, now)
+        return primary
 
     def subscribe(self, subscriber: str, kind: str, ssrc: int, codec: Codec, sink: Sink,
                   now: float, seq_start: int = 1, ts_start: int = 0) -> DownTrack:
@@ -91,6 +107,11 @@ class SimNode:
         if receiver is None:
             return
         key = receiver.on_rtp(data, hdr, now)
+        if key and receiver.pending:
+            receiver.promote_pending(now)  # simulcast: viewers waiting for this layer's key
+        # Hook: the node's own NACK generator on the uplink.
+        self.recovery.on_ingress(hdr, key, now)
+        recovery = self.recovery
         for dt in receiver.downtracks:
             out = dt.forward(data, hdr, key, now)
             if out is None:
@@ -101,10 +122,11 @@ class SimNode:
             c.packets_forwarded += 1
             c.bytes_forwarded += len(packet)
             sink = dt.sink
-            sink(packet, now)
-            # Hook: History/FEC encoder see every forwarded packet.
             subscriber = self._downtracks[dt.ssrc][0]
-            for extra in self.recovery.on_forwarded(subscriber, packet, now):
+            # Hooks: RED wraps audio before sending; History/FEC see what was sent.
+            packet = recovery.prepare(subscriber, packet, now)
+            sink(packet, now)
+            for extra in recovery.on_forwarded(subscriber, packet, now, (hdr.ssrc, hdr.seq)):
                 sink(extra, now)
 
     # --- RTCP from subscribers (Peer._on_rtcp) -------------------------------------------------
@@ -126,6 +148,10 @@ class SimNode:
 
     def _subscriber_of(self, p: rtcp.RtcpPacket) -> str | None:
         ssrc = getattr(p, "media_ssrc", None)
+        if isinstance(p, rtcp.ReceiverReport) and p.reports:
+            ssrc = p.reports[0].ssrc  # an RR names the reported streams in its blocks
+        if isinstance(p, rtcp.Remb) and p.ssrcs:
+            ssrc = p.ssrcs[0]  # a REMB names the streams it covers
         entry = self._downtracks.get(ssrc) if isinstance(ssrc, int) else None
         return entry[0] if entry is not None else None
 
@@ -145,7 +171,13 @@ class SimNode:
         pli = rtcp.Pli(sender_ssrc=NODE_RTCP_SSRC, media_ssrc=receiver.ssrc)
         self._upstream_rtcp(rtcp.serialize_compound([pli]), now)
 
+    def _keyframe_for_ssrc(self, ssrc: int, now: float) -> None:
+        receiver = self._by_ssrc.get(ssrc)
+        if receiver is not None:
+            self.request_keyframe(receiver, now)
+
     def tick(self, now: float) -> None:
+        self.recovery.poll(now)
         for receiver in self.room.receivers.values():
             t = receiver.keyframes.get_timer()
             if t is not None and t <= now and receiver.keyframes.handle_timer(now):

@@ -93,6 +93,9 @@ class Publisher:
         self.audio = SentLog()
         self.frames = FrameLog()
         self.plis_received = 0
+        self.nacks_received = 0
+        self.retransmissions = 0
+        self._recent: dict[int, bytes] = {}  # video seq & 1023 -> packet, for NACK answers
         self.keyframes_sent = 0
         self.forced_keyframes = 0
 
@@ -145,6 +148,7 @@ class Publisher:
             log.times.append(now)
             log.sizes.append(len(data))
             log.frame_of.append(frame)
+            self._recent[(self._video_seq - 1) & 0x3FF] = data
             self._send(data, now)
 
     def audio_packet(self, now: float) -> None:
@@ -171,6 +175,15 @@ class Publisher:
             if isinstance(p, rtcp.Pli) and p.media_ssrc == self.config.video_ssrc:
                 self.plis_received += 1
                 self._force_key = True
+            elif isinstance(p, rtcp.Nack) and p.media_ssrc == self.config.video_ssrc:
+                # A browser answers NACK with RTX; resending the packet itself is the same
+                # to the node's receive path (it is not in the SentLog: not a new packet).
+                self.nacks_received += 1
+                for seq in p.lost:
+                    old = self._recent.get(seq & 0x3FF)
+                    if old is not None and int.from_bytes(old[2:4], "big") == seq:
+                        self.retransmissions += 1
+                        self._send(old, now)
             elif isinstance(p, rtcp.Fir) and any(
                 ssrc == self.config.video_ssrc for ssrc, _ in p.entries
             ):

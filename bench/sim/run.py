@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sim.engine import Engine
+from bench.sim.hooks import RECOVERY_MODES, SubscriberRecovery, make_recovery
 from bench.sim.node import TICK, SimNode
 from bench.sim.publisher import (
     AUDIO_PT,
@@ -63,6 +64,7 @@ class SimConfig:
     convergence: float = 5.0  # utilisation is averaged from here on
     up: PathSpec = field(default_factory=PathSpec)
     down: PathSpec = field(default_factory=PathSpec)
+    recovery: str = "none"  # none | nack | nack+red | nack+red+fec (bench.sim.hooks)
     base_dir: str | None = None  # relative trace paths resolve here (default: cwd)
 
     def public(self) -> dict[str, Any]:
@@ -184,6 +186,9 @@ def build(config: SimConfig) -> _Built:
         raise ConfigError(f"--bitrate: must be positive, got {config.bitrate}")
     if not 1 <= config.subscribers <= 100:
         raise ConfigError(f"--subscribers: must be 1..100, got {config.subscribers}")
+    if config.recovery not in RECOVERY_MODES:
+        raise ConfigError(f"--recovery: must be one of {', '.join(RECOVERY_MODES)}, "
+                          f"got {config.recovery!r}")
     base = Path(config.base_dir) if config.base_dir else Path.cwd()
     seed = config.seed
     up_cfg = link_config(config.up, seed * 1000 + 11, "up-", base)
@@ -203,7 +208,10 @@ def build(config: SimConfig) -> _Built:
         # RTCP back to the publisher: same propagation delay, no loss or queue (documented).
         engine.schedule(now + up_delay, lambda t: holder["publisher"].on_rtcp(data, t))
 
-    node = SimNode(upstream_rtcp=to_publisher)
+    # The cores get the configured propagation RTT of their path (no RTT measurement here).
+    down_rtt = max(0.01, 2 * down_delay)
+    recovery = make_recovery(config.recovery, down_rtt=down_rtt, up_rtt=max(0.01, 2 * up_delay))
+    node = SimNode(upstream_rtcp=to_publisher, recovery=recovery)
     up = _Port(engine, up_link, node.on_rtp, up_delay)
     publisher = Publisher(pub_cfg, up.send, seed)
     holder["publisher"] = publisher
@@ -226,7 +234,16 @@ def build(config: SimConfig) -> _Built:
     for i in range(config.subscribers):
         name = f"sub{i}"
         v_ssrc, a_ssrc = 0x2222_0000 + 2 * i, 0x2222_0001 + 2 * i
-        sub = Subscriber(name, v_ssrc, a_ssrc, engine.schedule, to_node, SubscriberConfig())
+        sub_rec = None
+        if config.recovery != "none":
+            from bench.sim.subscriber import SUBSCRIBER_RTCP_SSRC
+
+            sub_rec = SubscriberRecovery(
+                config.recovery, video_ssrc=v_ssrc, audio_ssrc=a_ssrc,
+                rtcp_ssrc=SUBSCRIBER_RTCP_SSRC | i, rtt=down_rtt, schedule=engine.schedule,
+                send_rtcp=to_node)
+        sub = Subscriber(name, v_ssrc, a_ssrc, engine.schedule, to_node, SubscriberConfig(),
+                         recovery=sub_rec)
         link: Link[tuple[bytes, float, int]] = Link(down_cfgs[i], start=0.0)
         port = _Port(engine, link, sub.on_packet, down_delay)
         subscribers.append(sub)

@@ -11,7 +11,10 @@ Video model (what a WebRTC receiver without NACK does):
 * frames render at the instant they become complete and decodable, in timestamp order.
 Audio packets play at arrival if they arrive within `audio_deadline` of being sent.
 
-Hook: a NACK generator would sit in `_on_gap` (ask before declaring the loss).
+Recovery (bench.sim.hooks.SubscriberRecovery, when given): packets pass through it first
+(RTX unwrapped, RED split, FEC-recovered), every new video seq feeds its NACK generator, and
+a gap is then declared lost only when the generator gives up on it (instead of after
+`loss_timeout`), which triggers the same keyframe request.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.sim.hooks import SubscriberRecovery
 from bench.sim.publisher import AUDIO_META, VIDEO_META
 from sfu.wire import rtcp
 from sfu.wire.codec import vp8_descriptor_size
@@ -72,7 +76,8 @@ class Subscriber:
     """One viewer: an audio and a video down-track arriving over its downlink."""
 
     def __init__(self, name: str, video_ssrc: int, audio_ssrc: int, schedule: Schedule,
-                 send_rtcp: SendRtcp, config: SubscriberConfig | None = None) -> None:
+                 send_rtcp: SendRtcp, config: SubscriberConfig | None = None,
+                 recovery: SubscriberRecovery | None = None) -> None:
         self.name = name
         self.video_ssrc = video_ssrc
         self.audio_ssrc = audio_ssrc
@@ -86,7 +91,11 @@ class Subscriber:
         self.audio_played = 0
         self.audio_late = 0
         self.plis_sent = 0
-        self.nacks_sent = 0  # no NACK generator yet
+        self.nacks_sent = 0  # NACK packets (RTCP), from the recovery's generator
+        self.recovery = recovery
+        self._min_transit: float | None = None
+        if recovery is not None:
+            recovery.bind(self, self._lost)
         self.frames_discarded = 0  # complete but not decodable (after a loss)
         self._frames: dict[int, _Frame] = {}  # RTP timestamp -> frame being assembled
         self._seen: set[int] = set()
@@ -100,6 +109,13 @@ class Subscriber:
     # --- input ------------------------------------------------------------------------------
 
     def on_packet(self, data: bytes, now: float) -> None:
+        if self.recovery is not None:
+            for media in self.recovery.on_packet(data, now):
+                self._on_media(media, now)
+            return
+        self._on_media(data, now)
+
+    def _on_media(self, data: bytes, now: float) -> None:
         hdr = parse_header(data)
         if hdr.ssrc == self.audio_ssrc:
             self._on_audio(data, hdr.payload_start, now)
@@ -135,6 +151,9 @@ class Subscriber:
         log.latencies.append(now - sent)
         log.indices.append(index)
         self._seen.add(ext)
+        if self.recovery is not None:
+            key_start = begins and not data[start + desc] & 0x01
+            self.recovery.on_video(seq, key_start, now)
         if self._highest is None:
             self._highest = ext
         elif ext > self._highest:
@@ -152,7 +171,8 @@ class Subscriber:
             frame.key = not data[start + desc] & 0x01
         if marker:
             frame.last = ext
-        if self._need_key and frame.first is not None and not frame.key:
+        if self._need_key and frame.first is not None and not frame.key and \
+                not self._key_pending(ts):
             # A delta frame while waiting for a keyframe can never decode: drop it now.
             del self._frames[ts]
             if _complete(frame):
@@ -185,13 +205,36 @@ class Subscriber:
                     self._render(ts, frame, now)
                     progressed = True
                     break
-                if self._need_key:
+                if self._need_key and not self._key_pending(ts):
                     # Complete but undecodable: a delta frame after a loss.
                     del self._frames[ts]
                     self.frames_discarded += 1
                     self._request_keyframe(now)
                     progressed = True
                     break
+
+    def _render_time(self, frame: _Frame, now: float) -> float:
+        """When the frame shows. Without recovery: as soon as it is decodable (the model's
+        rule). With NACK, a WebRTC receiver's jitter buffer adds about one RTT to its target
+        delay once retransmissions are frequent (libwebrtc's jitter estimator adds the RTT
+        when NACKs pass its limit), so a frame repaired within that delay shows on schedule:
+        shown at capture + smallest transit seen + `recovery.playout_delay`, or when decodable
+        if later, never before the previous frame."""
+        rec = self.recovery
+        if rec is None or rec.playout_delay <= 0:
+            return now
+        transit = now - frame.capture
+        if self._min_transit is None or transit < self._min_transit:
+            self._min_transit = transit
+        at = max(now, frame.capture + self._min_transit + rec.playout_delay)
+        times = self.rendered.times
+        return max(at, times[-1]) if times else at
+
+    def _key_pending(self, ts: int) -> bool:
+        """With NACK, an older keyframe still being repaired may yet make this frame decodable."""
+        if self.recovery is None or not self.recovery.nack:
+            return False
+        return any(f.key and _ts_newer(ts, t) for t, f in self._frames.items())
 
     def _render(self, ts: int, frame: _Frame, now: float) -> None:
         # Everything older than the rendered frame is skipped for good.
@@ -205,9 +248,10 @@ class Subscriber:
             self._need_key = False
             self.rendered.keyframes += 1
         r = self.rendered
-        r.times.append(now)
+        at = self._render_time(frame, now)
+        r.times.append(at)
         r.frames.append(frame.index)
-        r.latencies.append(now - frame.capture)
+        r.latencies.append(at - frame.capture)
         if self._decoded_end is not None:
             horizon = self._decoded_end - 2048
             if len(self._seen) > 4096:
@@ -223,7 +267,9 @@ class Subscriber:
     # --- loss and keyframe requests ----------------------------------------------------------
 
     def _on_gap(self, lo: int, hi: int, now: float) -> None:
-        """Seqs lo..hi-1 are missing; a NACK generator would ask for them here."""
+        """Seqs lo..hi-1 are missing; with NACK the generator owns them (see on_video)."""
+        if self.recovery is not None and self.recovery.nack:
+            return
         def check(t: float) -> None:
             end = self._decoded_end
             if any(s not in self._seen and (end is None or s > end) for s in range(lo, hi)):

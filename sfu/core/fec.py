@@ -1,0 +1,219 @@
+"""Video FEC for one viewer (FecEncoder) and FEC recovery at the node's ingress (FecDecoder).
+
+Encoder: NACK repairs a loss in about one RTT; when the RTT is long or loss so heavy that
+retransmissions themselves get lost, frames wait several round trips and the picture
+freezes. XOR parity sent right after each frame repairs most single losses with no round
+trip, at the cost of bandwidth, so it is only switched on when NACK alone is too slow:
+measured loss of at least `min_loss` and either RTT >= `rtt_threshold` or loss >=
+`loss_threshold`. The protection (FEC packets per media packet) then grows with loss.
+
+Grouping: one group per video frame (the marker bit ends it, or `max_group` packets), so FEC
+never delays a frame behind the next one; within a group, packets are spread round-robin
+over the FEC packets (`sfu.wire.ulpfec.interleaved_groups`) so a burst of consecutive losses
+hits different parity packets. FEC packets go out as FlexFEC-03 on their own SSRC and seq
+space (`sfu.wire.flexfec`): the media seqs the down-track already rewrote stay untouched,
+and NACK/History keep working on them unchanged.
+
+Decoder: keeps recent media packets of one SSRC and the FEC packets that could not be used
+yet; whenever exactly one packet of an FEC packet's set is missing, it rebuilds it. Feeds:
+plain media packets, FlexFEC packets, or (what Chromium publishers send with red+ulpfec)
+RED packets carrying either media or ULPFEC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from sfu.wire import flexfec, red, ulpfec
+from sfu.wire.rtp import parse_header
+from sfu.wire.ulpfec import FecPacket
+
+DEFAULT_RTT = 0.1
+
+
+class FecEncoder:
+    """Adds FlexFEC packets to one viewer's video down-track, adaptively.
+
+    Counters: `media_packets`, `fec_packets`, `fec_bytes`.
+    """
+
+    def __init__(self, *, media_ssrc: int, fec_ssrc: int, payload_type: int, seq_start: int = 0,
+                 rtt: float = DEFAULT_RTT, min_loss: float = 0.02, loss_threshold: float = 0.1,
+                 rtt_threshold: float = 0.1, max_protection: float = 1.0,
+                 loss_factor: float = 2.0, max_group: int = 48, smoothing: float = 0.3) -> None:
+        if not 1 <= max_group <= flexfec.MAX_SPAN:
+            raise ValueError(f"max_group must be in [1, {flexfec.MAX_SPAN}]")
+        self.media_ssrc = media_ssrc
+        self.fec_ssrc = fec_ssrc
+        self.payload_type = payload_type
+        self._seq = seq_start & 0xFFFF
+        self.rtt = rtt
+        self.min_loss = min_loss
+        self.loss_threshold = loss_threshold
+        self.rtt_threshold = rtt_threshold
+        self.max_protection = max_protection
+        self.loss_factor = loss_factor
+        self.max_group = max_group
+        self.smoothing = smoothing
+        self._loss: float | None = None
+        self._group: list[bytes] = []
+        self._group_seqs: list[int] = []
+        self.media_packets = 0
+        self.fec_packets = 0
+        self.fec_bytes = 0
+
+    # --- adaptation -----------------------------------------------------------------------
+
+    def set_rtt(self, rtt: float) -> None:
+        self.rtt = rtt
+
+    def set_loss(self, fraction: float, now: float) -> None:
+        """Loss from the viewer's receiver report (fraction_lost / 256); rises at once,
+        falls slowly, as in sfu.core.redundancy."""
+        fraction = min(1.0, max(0.0, fraction))
+        prev = self._loss
+        if prev is None or fraction >= prev:
+            self._loss = fraction
+        else:
+            self._loss = prev + self.smoothing * (fraction - prev)
+
+    @property
+    def loss(self) -> float | None:
+        return self._loss
+
+    @property
+    def protection(self) -> float:
+        """FEC packets per media packet now (0 = FEC off)."""
+        loss = self._loss or 0.0
+        if loss < self.min_loss:
+            return 0.0
+        if self.rtt < self.rtt_threshold and loss < self.loss_threshold:
+            return 0.0  # NACK repairs this within the playout delay on its own
+        return min(self.max_protection, self.loss_factor * loss)
+
+    # --- per packet -----------------------------------------------------------------------
+
+    def on_packet(self, data: bytes, now: float) -> list[bytes]:
+        """Media packet `data` (as sent to the viewer) went out; FEC packets to send now."""
+        self.media_packets += 1
+        r = self.protection
+        if r <= 0.0:
+            self._group.clear()
+            self._group_seqs.clear()
+            return []
+        hdr = parse_header(data)
+        if self._group_seqs and (hdr.seq - self._group_seqs[0]) & 0xFFFF >= self.max_group:
+            out = self._flush(r, now)  # a seq jump or a huge frame: close what we have
+        else:
+            out = []
+        self._group.append(data)
+        self._group_seqs.append(hdr.seq)
+        if hdr.marker or len(self._group) >= self.max_group:
+            out += self._flush(r, now, hdr.timestamp)
+        return out
+
+    def _flush(self, r: float, now: float, timestamp: int | None = None) -> list[bytes]:
+        packets, seqs = self._group, self._group_seqs
+        self._group, self._group_seqs = [], []
+        if not packets:
+            return []
+        n = len(packets)
+        m = min(n, max(1, math.ceil(n * r - 1e-9)))
+        ts = timestamp if timestamp is not None else parse_header(packets[-1]).timestamp
+        out = []
+        for idx in ulpfec.interleaved_groups(n, m):
+            fec = ulpfec.xor([packets[i] for i in idx], [seqs[i] for i in idx])
+            pkt = flexfec.packet(fec, media_ssrc=self.media_ssrc, fec_ssrc=self.fec_ssrc,
+                                 payload_type=self.payload_type, seq=self._seq, timestamp=ts)
+            self._seq = (self._seq + 1) & 0xFFFF
+            self.fec_packets += 1
+            self.fec_bytes += len(pkt)
+            out.append(pkt)
+        return out
+
+
+class FecDecoder:
+    """Rebuilds lost media packets of one SSRC from FEC packets.
+
+    Counters: `recovered`, `fec_received`, `fec_useless` (dropped without ever helping).
+    """
+
+    def __init__(self, media_ssrc: int, *, history: int = 512, max_pending: int = 64) -> None:
+        self.media_ssrc = media_ssrc
+        self._have: dict[int, bytes] = {}
+        self._order: deque[int] = deque()
+        self._history = history
+        self._pending: deque[FecPacket] = deque()
+        self._max_pending = max_pending
+        self.recovered = 0
+        self.fec_received = 0
+        self.fec_useless = 0
+
+    def on_media(self, data: bytes, now: float) -> list[bytes]:
+        """A media packet arrived (plain RTP, or unwrapped RTX); packets it lets FEC rebuild."""
+        seq = parse_header(data).seq
+        if seq in self._have:
+            return []
+        self._store(seq, data)
+        return self._drain()
+
+    def on_fec(self, fec: FecPacket, now: float) -> list[bytes]:
+        """An FEC packet arrived (decoded by sfu.wire.flexfec or sfu.wire.ulpfec)."""
+        self.fec_received += 1
+        self._pending.append(fec)
+        if len(self._pending) > self._max_pending:
+            self._pending.popleft()
+            self.fec_useless += 1
+        return self._drain()
+
+    def on_flexfec(self, data: bytes, now: float) -> list[bytes]:
+        """A whole FlexFEC RTP packet arrived."""
+        ssrc, fec = flexfec.parse_packet(data)
+        if ssrc != self.media_ssrc:
+            return []
+        return self.on_fec(fec, now)
+
+    def on_red(self, data: bytes, ulpfec_pt: int, now: float) -> list[bytes]:
+        """A RED packet from a publisher using red+ulpfec: the plain media packets to forward
+        (the unwrapped primary, if media, then anything rebuilt)."""
+        hdr = parse_header(data)
+        blocks = red.unwrap(data, hdr)
+        pt, _, payload = blocks[-1]
+        if pt == ulpfec_pt:
+            return self.on_fec(ulpfec.decode(payload), now)
+        plain = red.primary_packet(data, hdr)
+        seq = hdr.seq
+        if seq in self._have:
+            return []
+        self._store(seq, plain)
+        return [plain, *self._drain()]
+
+    def _store(self, seq: int, data: bytes) -> None:
+        self._have[seq] = data
+        self._order.append(seq)
+        if len(self._order) > self._history:
+            self._have.pop(self._order.popleft(), None)
+
+    def _drain(self) -> list[bytes]:
+        out: list[bytes] = []
+        progress = True
+        while progress:
+            progress = False
+            keep: deque[FecPacket] = deque()
+            for fec in self._pending:
+                missing = sum(1 for s in fec.seqs if s not in self._have)
+                if missing == 0:
+                    continue  # nothing left to repair: done with it
+                if missing == 1:
+                    got = ulpfec.recover(fec, self._have, self.media_ssrc)
+                    if got is not None:
+                        seq, pkt = got
+                        self._store(seq, pkt)
+                        self.recovered += 1
+                        out.append(pkt)
+                        progress = True
+                        continue
+                keep.append(fec)
+            self._pending = keep
+        return out

@@ -1,0 +1,119 @@
+"""FecEncoder adaptation and grouping; FecDecoder recovery on every loss pattern."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from sfu.core.fec import FecDecoder, FecEncoder
+from sfu.wire import red, ulpfec
+from sfu.wire.rtp import build_packet, parse_header
+
+SSRC = 0xABC
+
+
+def frame(first_seq: int, n: int, ts: int, size: int = 300) -> list[bytes]:
+    return [build_packet(payload_type=96, seq=(first_seq + i) & 0xFFFF, timestamp=ts, ssrc=SSRC,
+                         marker=i == n - 1, payload=bytes([i + 1]) * (size - 7 * i))
+            for i in range(n)]
+
+
+def encoder(**kw: float) -> FecEncoder:
+    return FecEncoder(media_ssrc=SSRC, fec_ssrc=0xFEC, payload_type=120, **kw)  # type: ignore[arg-type]
+
+
+def test_fec_is_off_while_nack_suffices() -> None:
+    e = encoder(rtt=0.05)
+    assert e.protection == 0.0
+    e.set_loss(0.05, 0.0)  # 5 % at 50 ms RTT: NACK repairs it in time
+    assert e.protection == 0.0
+    e.set_rtt(0.15)  # a long RTT: now FEC
+    assert e.protection == pytest.approx(0.1)
+    e.set_rtt(0.05)
+    e.set_loss(0.2, 1.0)  # heavy loss: FEC even on a short RTT
+    assert e.protection == pytest.approx(0.4)
+    e.set_loss(0.9, 2.0)
+    assert e.protection == 1.0
+    e.set_loss(0.01, 3.0)  # falls slowly (EWMA 0.3)
+    assert e.loss == pytest.approx(0.9 + 0.3 * (0.01 - 0.9))
+    for t in range(4, 20):
+        e.set_loss(0.0, float(t))
+    assert e.protection == 0.0
+
+
+def test_one_frame_one_group_sent_after_the_marker() -> None:
+    e = encoder(rtt=0.2)
+    e.set_loss(0.2, 0.0)  # protection 0.4: 5 packets -> 2 FEC packets
+    pkts = frame(0xFFFE, 5, 3000)
+    outs = [e.on_packet(p, 0.0) for p in pkts]
+    assert [len(o) for o in outs] == [0, 0, 0, 0, 2]
+    hs = [parse_header(p) for p in outs[-1]]
+    assert [(h.ssrc, h.payload_type, h.seq, h.timestamp) for h in hs] == [
+        (0xFEC, 120, 0, 3000), (0xFEC, 120, 1, 3000)]
+    assert e.fec_packets == 2 and e.media_packets == 5
+
+
+def recover_all(pkts: list[bytes], fecs: list[bytes], lost: set[int]) -> set[int]:
+    d = FecDecoder(SSRC)
+    got: set[int] = set()
+    for i, p in enumerate(pkts):
+        if i not in lost:
+            d.on_media(p, 0.0)
+    for f in fecs:
+        for r in d.on_flexfec(f, 0.0):
+            got.add(pkts.index(r))  # bytes-identical to the lost original
+    return got
+
+
+def test_every_single_loss_pattern_is_recovered_for_a_group() -> None:
+    e = encoder(rtt=0.2, max_protection=0.2)
+    e.set_loss(0.05, 0.0)  # protection 0.1: 8 packets -> 1 FEC packet covering all
+    pkts = frame(100, 8, 9000)
+    fecs = [f for p in pkts for f in e.on_packet(p, 0.0)]
+    assert len(fecs) == 1
+    for lost in range(8):
+        assert recover_all(pkts, fecs, {lost}) == {lost}
+    assert recover_all(pkts, fecs, {1, 2}) == set()
+
+
+def test_interleaving_recovers_every_burst_up_to_the_fec_count() -> None:
+    e = encoder(rtt=0.2)
+    e.set_loss(0.2, 0.0)  # 10 packets -> 4 FEC packets, packet i in FEC i % 4
+    pkts = frame(500, 10, 0)
+    fecs = [f for p in pkts for f in e.on_packet(p, 0.0)]
+    assert len(fecs) == 4
+    for start, length in itertools.product(range(10), range(1, 5)):
+        lost = set(range(start, min(10, start + length)))
+        assert recover_all(pkts, fecs, lost) == lost, lost
+
+
+def test_decoder_recovers_when_fec_arrives_before_the_media() -> None:
+    pkts = frame(7, 3, 0)
+    fec = ulpfec.xor(pkts, [7, 8, 9])
+    d = FecDecoder(SSRC)
+    assert d.on_fec(fec, 0.0) == []
+    assert d.on_media(pkts[0], 0.0) == []
+    assert d.on_media(pkts[2], 0.0) == [pkts[1]]
+    assert d.recovered == 1 and d.on_media(pkts[1], 0.0) == []
+
+
+def test_decoder_cascades_through_two_fec_packets() -> None:
+    pkts = frame(0, 4, 0)
+    d = FecDecoder(SSRC)
+    d.on_media(pkts[0], 0.0)
+    d.on_fec(ulpfec.xor(pkts[:3], [0, 1, 2]), 0.0)  # missing 1 and 2: not yet
+    assert d.on_fec(ulpfec.xor(pkts[2:], [2, 3]), 0.0) == []
+    assert sorted(d.on_media(pkts[3], 0.0)) == sorted([pkts[2], pkts[1]])
+
+
+def test_decoder_ingress_red_ulpfec_as_chromium_sends() -> None:
+    pkts = frame(40, 3, 0)
+    fec_payload = ulpfec.encode(ulpfec.xor(pkts, [40, 41, 42]))
+    fec_pkt = build_packet(payload_type=116, seq=43, timestamp=0, ssrc=SSRC,
+                           payload=red.encode(117, fec_payload))
+    d = FecDecoder(SSRC)
+    wrapped = [red.wrap(p, parse_header(p), 116) for p in pkts]
+    assert d.on_red(wrapped[0], 117, 0.0) == [pkts[0]]
+    assert d.on_red(fec_pkt, 117, 0.0) == []
+    assert d.on_red(wrapped[2], 117, 0.0) == [pkts[2], pkts[1]]
