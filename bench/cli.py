@@ -65,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="JSON results (default bench-results/fanout.json)")
     _add_sim_commands(sub)
     _add_simulcast_command(sub)
+    _add_load_commands(sub)
     return parser
 
 
@@ -96,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_sim_commands(args)
     if args.command == "simulcast":
         return _run_simulcast(args)
+    if args.command in ("load", "compare", "replay"):
+        return _run_load_commands(args)
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover
 
 
@@ -122,8 +125,8 @@ def _add_simulcast_command(sub: argparse._SubParsersAction[argparse.ArgumentPars
                      help="comma-separated subscriber counts for the CPU runs (default 100)")
     sim.add_argument("--switches", type=int, default=20,
                      help="layer switches to time, 0 to skip (default 20)")
-    sim.add_argument("--rounds", type=int, default=2,
-                     help="plain/simulcast rounds per subscriber count (default 2)")
+    sim.add_argument("--rounds", type=int, default=3,
+                     help="plain/simulcast rounds per subscriber count (default 3)")
     sim.add_argument("--duration", type=_positive, default=10.0,
                      help="measured CPU window per run, seconds (default 10)")
     sim.add_argument("--warmup", type=_positive, default=3.0,
@@ -147,3 +150,16 @@ def _run_simulcast(args: argparse.Namespace) -> int:
                          rounds=args.rounds, duration=args.duration, warmup=args.warmup,
                          spread=not args.no_spread, out=args.out)
     )
+
+
+def _add_load_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`load`, `compare` and `replay`: real-time runs against a running or spawned node."""
+    from bench.load import add_commands
+
+    add_commands(sub)
+
+
+def _run_load_commands(args: argparse.Namespace) -> int:
+    from bench.load import run_command
+
+    return run_command(args)

@@ -58,6 +58,11 @@ ICE_TIMEOUT = 5.0
 DTLS_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
 MAX_ARRIVALS = 500_000  # per peer: bounds memory when recording for long
+EXT_ID_MID = 1  # header extension ids of a simulcast publisher's offer (mid, rtp-stream-id)
+EXT_ID_RID = 2
+RID_PACKETS = 30  # packets of each layer that carry mid and rid (the node learns SSRCs by them)
+VP8_TL_DESCRIPTOR = 6  # X=1; I (15-bit picture id), L (TL0PICIDX), T (TID, Y) present
+TEMPORAL_PATTERN = (0, 2, 1, 2)  # TID per frame: the usual three-layer L1T3 pattern
 
 _rtp_header = struct.Struct("!BBHII")
 _pid = struct.Struct("!H")
@@ -224,13 +229,19 @@ def build_offer(
     audio: bool = True,
     candidate: tuple[str, int] | None = None,
     cname: str = "rawpeer",
+    rids: list[str] | None = None,
 ) -> str:
     """A BUNDLEd, rtcp-muxed offer: video (mid 0) and optionally Opus audio (mid 1).
 
     ``publish`` makes sendonly sections with a=ssrc (``video_ssrc``/``audio_ssrc``);
-    otherwise recvonly ones.
+    otherwise recvonly ones. With ``rids`` (publish only) the video section announces RID
+    simulcast instead of a video a=ssrc: a=rid:<rid> send per layer, a=simulcast:send in that
+    order, and the mid and rtp-stream-id header extensions (ids :data:`EXT_ID_MID` and
+    :data:`EXT_ID_RID`) by which the node learns each layer's SSRC.
     """
-    if publish and (video_ssrc is None or (audio and audio_ssrc is None)):
+    if rids is not None and (not publish or len(rids) < 2):
+        raise ValueError("RID simulcast needs a publishing offer and at least two rids")
+    if publish and ((video_ssrc is None and rids is None) or (audio and audio_ssrc is None)):
         raise ValueError("a publishing offer needs its SSRCs")
     mids = ["0", "1"] if audio else ["0"]
     ip, port = candidate if candidate is not None else ("127.0.0.1", 9)
@@ -270,7 +281,15 @@ def build_offer(
         f"a=rtcp-fb:{VIDEO_PT} nack pli",
         f"a=rtcp-fb:{VIDEO_PT} ccm fir",
     ]
-    if publish:
+    if rids is not None:
+        lines += [
+            f"a=extmap:{EXT_ID_MID} urn:ietf:params:rtp-hdrext:sdes:mid",
+            f"a=extmap:{EXT_ID_RID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            f"a=msid:{cname} video",
+        ]
+        lines += [f"a=rid:{rid} send" for rid in rids]
+        lines.append("a=simulcast:send " + ";".join(rids))
+    elif publish:
         lines += [f"a=msid:{cname} video", f"a=ssrc:{video_ssrc} cname:{cname}"]
     if audio:
         lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {AUDIO_PT}")
@@ -293,6 +312,61 @@ class Answer:
     fingerprints: list[tuple[str, str]]
     address: tuple[str, int]
     ssrc_kinds: dict[int, str]
+
+
+def build_answer(
+    offer_sdp: str,
+    *,
+    ufrag: str,
+    pwd: str,
+    fingerprint: tuple[str, str],
+    candidate: tuple[str, int] | None = None,
+) -> str:
+    """A recvonly answer to an offer that sends VP8 and/or Opus (answer mode of the peer).
+
+    Each audio/video section whose codecs include Opus (audio) or VP8 (video) is accepted
+    with the offer's payload type, nack/pli feedback, rtcp-mux, setup:active; every other
+    section is rejected (port 0). All accepted sections are BUNDLEd.
+    """
+    desc = sdplib.parse(offer_sdp)
+    ip, port = candidate if candidate is not None else ("127.0.0.1", 9)
+    head = ["v=0", f"o=- {secrets.randbits(62)} 2 IN IP4 {ip}", "s=-", "t=0 0"]
+    body: list[str] = []
+    accepted: list[str] = []
+    for i, m in enumerate(desc.media):
+        mid = m.mid if m.mid is not None else str(i)
+        want = {"audio": "OPUS", "video": "VP8"}.get(m.kind)
+        codec = next((c for c in m.codecs if c.name == want), None) if want else None
+        if codec is None or m.port == 0:
+            body += [f"m={m.kind} 0 {m.proto} {' '.join(m.formats) or '0'}", f"a=mid:{mid}"]
+            continue
+        first = not accepted
+        accepted.append(mid)
+        body += [
+            f"m={m.kind} {port} {m.proto} {codec.payload_type}",
+            f"c=IN IP4 {ip}",
+            f"a=mid:{mid}",
+            f"a=ice-ufrag:{ufrag}",
+            f"a=ice-pwd:{pwd}",
+            f"a=fingerprint:{fingerprint[0]} {fingerprint[1]}",
+            "a=setup:active",
+            "a=recvonly",
+            "a=rtcp-mux",
+        ]
+        if candidate is not None and first:
+            body += [f"a=candidate:1 1 udp 2130706431 {ip} {port} typ host",
+                     "a=end-of-candidates"]
+        body.append(f"a=rtpmap:{codec.payload_type} {codec.name_for_sdp()}/{codec.clock_rate}"
+                    + (f"/{codec.channels}" if codec.channels > 1 else ""))
+        if m.kind == "video":
+            body += [f"a=rtcp-fb:{codec.payload_type} nack",
+                     f"a=rtcp-fb:{codec.payload_type} nack pli"]
+        elif codec.fmtp:
+            body.append(f"a=fmtp:{codec.payload_type} {codec.fmtp_line()}")
+    if not accepted:
+        raise ValueError("the offer has no VP8 or Opus section to receive")
+    head.append("a=group:BUNDLE " + " ".join(accepted))
+    return "\r\n".join(head + body) + "\r\n"
 
 
 def read_answer(text: str, fallback_host: str = "127.0.0.1") -> Answer:
@@ -402,20 +476,39 @@ class RawPeer(asyncio.DatagramProtocol):
                     if pid is not None:
                         self.arrivals.append((pid, now))
         elif first < 4:
-            self._on_stun(data)
+            self._on_stun(data, addr)
         elif 19 < first < 64:
             if self._pipe is not None:
                 self._pipe.feed(data)
 
-    def _on_stun(self, data: bytes) -> None:
+    def _on_stun(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
         try:
             msg = stun.parse_message(data)
         except ValueError:
+            return
+        if (msg.message_class == stun.Class.REQUEST and msg.message_method == stun.Method.BINDING
+                and addr is not None and self.transport is not None):
+            # A full ICE peer (Janus's libnice, even as ICE lite) checks the pair back.
+            self._answer_binding(msg, addr)
             return
         if msg.message_class == stun.Class.RESPONSE and msg.transaction_id in self._pending_tx:
             self._pending_tx.discard(msg.transaction_id)
             self.stun_responses += 1
             self._ice_done.set()
+
+    def _answer_binding(self, request: stun.Message, addr: tuple[str, int]) -> None:
+        if not request.check_message_integrity(self.pwd.encode()):
+            return  # not for us (wrong credentials)
+        if not str(request.attributes.get("USERNAME", "")).startswith(self.ufrag + ":"):
+            return
+        resp = stun.Message(message_method=stun.Method.BINDING,
+                            message_class=stun.Class.RESPONSE,
+                            transaction_id=request.transaction_id)
+        resp.attributes["XOR-MAPPED-ADDRESS"] = (addr[0], addr[1])
+        resp.add_message_integrity(self.pwd.encode())
+        resp.add_fingerprint()
+        assert self.transport is not None
+        self.transport.sendto(bytes(resp), addr)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -436,10 +529,7 @@ class RawPeer(asyncio.DatagramProtocol):
         self, http: aiohttp.ClientSession, http_url: str, room: str, token: str
     ) -> None:
         """POST the offer, then ICE and DTLS. Raises on any failure (bounded by timeouts)."""
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
-        assert self.transport is not None
-        self.local = self.transport.get_extra_info("sockname")[:2]
+        await self.open()
         endpoint = "whip" if self.publish else "whep"
         url = f"{http_url.rstrip('/')}/{endpoint}/{urllib.parse.quote(room, safe='')}"
         headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
@@ -452,10 +542,32 @@ class RawPeer(asyncio.DatagramProtocol):
                 raise ConnectionError(f"{endpoint} POST: HTTP {resp.status}: {body.strip()}")
             self.location = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
         host = urllib.parse.urlsplit(http_url).hostname or "127.0.0.1"
-        self.answer = read_answer(body, host)
+        await self.start_media(body, host)
+
+    # --- signalling-agnostic steps (used by connect, and by bench/janus.py) ----------------
+
+    async def open(self, host: str = "127.0.0.1") -> None:
+        """Bind the peer's UDP socket on ``host`` (before its offer or answer is built)."""
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, 0))
+        assert self.transport is not None
+        self.local = self.transport.get_extra_info("sockname")[:2]
+
+    async def start_media(self, remote_sdp: str, fallback_host: str = "127.0.0.1") -> None:
+        """ICE, DTLS and consent checks towards the remote description (answer or offer)."""
+        self.answer = read_answer(remote_sdp, fallback_host)
         await self._ice()
         await self._handshake()
         self._consent = asyncio.ensure_future(self._consent_loop())
+
+    def answer_offer(self, offer_sdp: str) -> str:
+        """Answer mode: a recvonly answer to a sending peer's offer (e.g. Janus's subscriber
+        offer), as DTLS client (setup:active); call :meth:`open` first, then
+        :meth:`start_media` with the same offer."""
+        return build_answer(
+            offer_sdp, ufrag=self.ufrag, pwd=self.pwd,
+            fingerprint=certificate_fingerprint(self.certificate), candidate=self.local,
+        )
 
     def _binding_request(self, nominate: bool) -> bytes:
         assert self.answer is not None
@@ -666,3 +778,185 @@ class RawPublisher(RawPeer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await super().close(http, token)
+
+
+# --- simulcast publisher ------------------------------------------------------------------------
+
+
+def packetize_vp8_layered(frame: bytes, max_payload: int = MAX_PAYLOAD) -> list[bytes]:
+    """Like :func:`packetize_vp8`, with a 6-byte descriptor that also carries TL0PICIDX and
+    the TID (X=1 with I, L and T set), as a simulcast encoder with temporal layers sends it.
+    Picture id, TL0PICIDX and TID are left at zero for :func:`set_vp8_fields`."""
+    if max_payload <= VP8_TL_DESCRIPTOR:
+        raise ValueError("max_payload too small for the VP8 payload descriptor")
+    if not frame:
+        raise ValueError("empty VP8 frame")
+    chunk = max_payload - VP8_TL_DESCRIPTOR
+    out = []
+    for i, start in enumerate(range(0, len(frame), chunk)):
+        b0 = 0x80 | (0x10 if i == 0 else 0x00)
+        out.append(bytes((b0, 0xE0, 0x80, 0x00, 0x00, 0x00)) + frame[start : start + chunk])
+    return out
+
+
+def set_vp8_fields(
+    packet: bytearray, payload_offset: int, picture_id: int, tl0picidx: int, tid: int,
+    sync: bool,
+) -> None:
+    """Fill a descriptor made by :func:`packetize_vp8_layered`."""
+    _pid.pack_into(packet, payload_offset + 2, 0x8000 | (picture_id & 0x7FFF))
+    packet[payload_offset + 4] = tl0picidx & 0xFF
+    packet[payload_offset + 5] = (tid << 6) | (0x20 if sync else 0)
+
+
+def sdes_extension_block(mid: str, rid: str) -> bytes:
+    """A one-byte-header extension block (RFC 8285) with the mid and rtp-stream-id elements."""
+    body = bytearray()
+    for ext_id, value in ((EXT_ID_MID, mid.encode()), (EXT_ID_RID, rid.encode())):
+        if not 1 <= len(value) <= 16:
+            raise ValueError(f"extension value {value!r} must be 1-16 bytes")
+        body.append((ext_id << 4) | (len(value) - 1))
+        body += value
+    body += b"\x00" * (-len(body) % 4)
+    return b"\xbe\xde" + struct.pack("!H", len(body) // 4) + bytes(body)
+
+
+def relabel_layered(stream: EncodedStream, max_payload: int = MAX_PAYLOAD) -> EncodedStream:
+    """The same encoded frames re-packetized with :func:`packetize_vp8_layered`."""
+    frames = [b"".join(p[VP8_DESCRIPTOR:] for p in payloads) for payloads in stream.video]
+    return EncodedStream(
+        [packetize_vp8_layered(f, max_payload) for f in frames], list(stream.keyframes),
+        stream.fps, stream.width, stream.height, list(stream.audio),
+    )
+
+
+@dataclass
+class SimulcastLayer:
+    """One layer's encoder state: its own SSRC, seq, timestamp, picture id and TL0PICIDX."""
+
+    rid: str
+    stream: EncodedStream  # packetized with packetize_vp8_layered
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32) | 1)
+    seq: int = field(default_factory=lambda: secrets.randbits(16))
+    ts: int = field(default_factory=lambda: secrets.randbits(32))
+    picture_id: int = field(default_factory=lambda: secrets.randbits(15))
+    tl0picidx: int = field(default_factory=lambda: secrets.randbits(8))
+    frame_index: int = 0
+    since_key: int = 0  # frames since the last key frame: the TID pattern restarts there
+    sent_packets: int = 0
+    active: bool = True  # False: the layer stops (a weak uplink, encodings[i].active=false)
+    restart: bool = False
+    plis: int = 0
+    keyframes_sent: int = 0
+
+
+class RawSimulcastPublisher(RawPublisher):
+    """A RID-simulcast publisher: one VP8 section with a layer per stream, plus Opus.
+
+    The offer announces a=rid/a=simulcast and the mid/rtp-stream-id extensions; no video
+    a=ssrc, so the node learns each layer's SSRC from the first :data:`RID_PACKETS` packets,
+    which carry both extensions (as Chromium does until its packets are acknowledged). Every
+    packet has a 15-bit picture id, TL0PICIDX and a TID following :data:`TEMPORAL_PATTERN`
+    (the frames themselves are not temporally scalable, so they decode only when a viewer
+    gets every TID). A PLI restarts only the layer it names, at its key frame.
+    """
+
+    def __init__(
+        self, certificate: RTCCertificate, layers: list[tuple[str, EncodedStream]], **kw: Any
+    ) -> None:
+        if len(layers) < 2:
+            raise ValueError("simulcast needs at least two layers")
+        super().__init__(certificate, layers[0][1], **kw)
+        self.layers = [SimulcastLayer(rid, stream) for rid, stream in layers]
+        self.layer_by_ssrc = {la.ssrc: la for la in self.layers}
+        fps = {la.stream.fps for la in self.layers}
+        if len(fps) != 1:
+            raise ValueError("all layers must have the same frame rate")
+        self.audio = any(bool(la.stream.audio) for la in self.layers)
+
+    def offer(self) -> str:
+        return build_offer(
+            ufrag=self.ufrag,
+            pwd=self.pwd,
+            fingerprint=certificate_fingerprint(self.certificate),
+            publish=True,
+            audio_ssrc=self.audio_ssrc,
+            audio=self.audio,
+            candidate=self.local,
+            cname=self.name,
+            rids=[la.rid for la in self.layers],
+        )
+
+    def _rtcp(self, packets: list[rtcp.RtcpPacket]) -> None:
+        for p in packets:
+            ssrcs: list[int] = []
+            if isinstance(p, rtcp.Pli):
+                ssrcs = [p.media_ssrc]
+            elif isinstance(p, rtcp.Fir):
+                ssrcs = [e[0] for e in p.entries]
+            for ssrc in ssrcs:
+                layer = self.layer_by_ssrc.get(ssrc)
+                if layer is None:
+                    continue
+                layer.plis += 1
+                layer.restart = True
+                self.plis += 1
+                if len(self.pli_times) < 10_000:
+                    self.pli_times.append(time.monotonic())
+
+    def set_active(self, rid: str, active: bool) -> None:
+        """Stop or resume sending one layer (it restarts at a key frame when resumed)."""
+        for la in self.layers:
+            if la.rid == rid:
+                if active and not la.active:
+                    la.restart = True
+                la.active = active
+
+    def send_frame(self) -> None:
+        """Send the next frame of every active layer."""
+        pid_for_times: int | None = None
+        for la in self.layers:
+            if not la.active:
+                continue
+            stream = la.stream
+            if la.restart or la.frame_index >= len(stream.video):
+                if la.restart:
+                    self.restarts += 1
+                la.restart = False
+                la.frame_index = 0
+            key = stream.keyframes[la.frame_index]
+            payloads = stream.video[la.frame_index]
+            la.frame_index += 1
+            if key:
+                la.since_key = 0
+                la.keyframes_sent += 1
+            tid = 0 if key else TEMPORAL_PATTERN[la.since_key % len(TEMPORAL_PATTERN)]
+            la.since_key += 1
+            if tid == 0:
+                la.tl0picidx = (la.tl0picidx + 1) & 0xFF
+            sync = tid > 0 and la.since_key <= len(TEMPORAL_PATTERN)
+            pid = la.picture_id
+            la.picture_id = (pid + 1) & 0x7FFF
+            if pid_for_times is None:
+                pid_for_times = pid
+            last = len(payloads) - 1
+            for i, payload in enumerate(payloads):
+                ext = sdes_extension_block("0", la.rid) if la.sent_packets < RID_PACKETS else b""
+                pkt = bytearray(12 + len(ext) + len(payload))
+                _rtp_header.pack_into(
+                    pkt, 0, 0x90 if ext else 0x80, (0x80 if i == last else 0) | VIDEO_PT,
+                    la.seq, la.ts, la.ssrc,
+                )
+                off = 12 + len(ext)
+                pkt[12:off] = ext
+                pkt[off:] = payload
+                set_vp8_fields(pkt, off, pid, la.tl0picidx, tid, sync)
+                la.seq = (la.seq + 1) & 0xFFFF
+                la.sent_packets += 1
+                self.send_rtp(bytes(pkt))
+                self.sent["video"] += 1
+                self.sent_bytes["video"] += len(pkt)
+            la.ts = (la.ts + VIDEO_CLOCK // stream.fps) & 0xFFFFFFFF
+        if pid_for_times is not None:
+            self.send_times[pid_for_times] = time.monotonic()
+        self.frames_sent += 1
