@@ -1,0 +1,96 @@
+from sfu.core.allocator import Allocator
+from sfu.core.downtrack import DownTrack
+from sfu.core.receiver import Receiver, TrackInfo
+from sfu.sdp import Codec
+
+VP8 = Codec(96, "VP8", 90000, 1, {}, [])
+OPUS = Codec(111, "OPUS", 48000, 2)
+
+
+def _video(ssrc: int) -> DownTrack:
+    info = TrackInfo(f"v{ssrc}", "video", "p", "s", VP8)
+    primary = Receiver(info, layer=0, rid="q")
+    for i, rid in ((1, "h"), (2, "f")):
+        primary.add_layer(Receiver(info, layer=i, rid=rid))
+    dt = DownTrack(ssrc=ssrc, kind="video", mid="1", clock_rate=90000, seq_start=1, ts_start=0)
+    dt.bind(primary, 96, {}, set(), 0.0)
+    return dt
+
+
+def _audio(ssrc: int) -> DownTrack:
+    r = Receiver(TrackInfo(f"a{ssrc}", "audio", "p", "s", OPUS))
+    dt = DownTrack(ssrc=ssrc, kind="audio", mid="0", clock_rate=48000, seq_start=1, ts_start=0)
+    dt.bind(r, 111, {}, set(), 0.0)
+    return dt
+
+
+def test_audio_first_video_paused_when_starved() -> None:
+    a = Allocator()
+    v, au = _video(1), _audio(2)
+    a.add_track(v)
+    a.add_track(au)
+    alloc = a.update(100_000, 0.0)  # audio 64k + q 150k does not fit
+    assert v.allocated_rank == -1
+    assert alloc.ranks[2] == 0  # audio kept
+    assert alloc.allocated == 64_000
+    assert alloc.deficient
+
+
+def test_priority_orders_video() -> None:
+    a = Allocator()
+    cam, screen = _video(1), _video(2)
+    a.add_track(cam, priority=2)
+    a.add_track(screen, priority=1)
+    a.update(64_000 + 150_000 + 600_000, 0.0)
+    assert cam.allocated_rank == 1  # q for both first, then cam upgraded to h
+    assert screen.allocated_rank == 0
+    a2 = Allocator()
+    cam2, screen2 = _video(3), _video(4)
+    a2.add_track(cam2, priority=2)
+    a2.add_track(screen2, priority=1)
+    a2.update(200_000, 0.0)
+    assert cam2.allocated_rank == 0 and screen2.allocated_rank == -1
+
+
+def test_hysteresis_no_oscillation_around_threshold() -> None:
+    a = Allocator(up_hold=2.0)
+    v = _video(1)
+    a.add_track(v)
+    a.update(300_000, 0.0)
+    assert v.allocated_rank == 0
+    # estimate wobbling around the h layer's bitrate (500k): never above 500k x 1.15 long enough
+    for i in range(1, 600):
+        est = 560_000 if i % 2 else 480_000
+        a.update(est, i * 0.1)
+    assert a.changes(v) == 0
+    assert v.allocated_rank == 0
+
+
+def test_up_after_hold_down_at_once_and_flap_backoff() -> None:
+    a = Allocator(up_hold=2.0)
+    v = _video(1)
+    a.add_track(v)
+    a.update(300_000, 0.0)
+    t = 0.0
+    while v.allocated_rank == 0:
+        t += 0.1
+        a.update(700_000, t)
+    assert 1.9 <= t <= 2.2
+    a.update(400_000, t + 0.1)  # drop: down immediately
+    assert v.allocated_rank == 0
+    # flapped: the next up waits twice as long
+    start = t + 0.1
+    t = start
+    while v.allocated_rank == 0:
+        t += 0.1
+        a.update(700_000, t)
+    assert t - start >= 3.9
+
+
+def test_no_estimate_means_no_ceiling() -> None:
+    a = Allocator()
+    v = _video(1)
+    a.add_track(v)
+    alloc = a.update(None, 0.0)
+    assert v.allocated_rank == 2
+    assert not alloc.deficient
