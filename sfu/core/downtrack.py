@@ -171,6 +171,9 @@ class DownTrack:
         if out is None:
             return None
         seq, ts = out
+        munge_vp8 = d is not None and d.picture_id is not None and (
+            (layer is not None and layer.simulcast) or self.max_temporal < MAX_TEMPORAL
+        )
         if hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
             ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
@@ -178,19 +181,28 @@ class DownTrack:
                 data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
                 extensions=ext,
             )
+            if munge_vp8:
+                pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr, arg-type]
+                buf = bytearray(pkt)
+                write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)  # type: ignore[arg-type]
+                pkt = bytes(buf)
+        elif munge_vp8:
+            # Picture ID and TL0PICIDX continue across layer switches and dropped frames:
+            # rewrite only the few descriptor bytes and join once (one payload copy).
+            pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr, arg-type]
+            start = hdr.payload_start
+            end = start + d.size  # type: ignore[union-attr]
+            desc = bytearray(data[start:end])
+            write_fields(desc, 0, d, pid, tl0)  # type: ignore[arg-type]
+            pkt = b"".join((
+                _fixed_header(data[0], (data[1] & 0x80) | self.payload_type, seq, ts, self.ssrc),
+                data[12:start], desc, memoryview(data)[end:],
+            ))
         else:
             # The common case, inlined: a new fixed header in front of the rest (one copy).
             pkt = _fixed_header(
                 data[0], (data[1] & 0x80) | self.payload_type, seq, ts, self.ssrc
             ) + data[12:]
-        if d is not None and d.picture_id is not None and (
-            layer is not None and layer.simulcast or self.max_temporal < MAX_TEMPORAL
-        ):
-            # Picture ID and TL0PICIDX continue across layer switches and dropped frames.
-            pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr]
-            buf = bytearray(pkt)
-            write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)
-            pkt = bytes(buf)
         # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
         self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt

@@ -43,7 +43,7 @@ class TrackInfo:
 # Quality order of common simulcast RID names, used until key frames reveal the real sizes.
 _RID_RANK = {"q": 0, "h": 1, "f": 2, "low": 0, "mid": 1, "high": 2, "0": 0, "1": 1, "2": 2}
 _LMH_RANK = {"l": 0, "m": 1, "h": 2}
-LAYER_HORIZON = 0.5  # a layer with no packet for this long is treated as stopped
+LAYER_HORIZON = 0.35  # a layer with no packet for this long is treated as stopped
 
 
 class Receiver:
