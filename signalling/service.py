@@ -200,6 +200,10 @@ class RoomCommerce:
             self._carts.move_to_end(identity)
         return cart
 
+    def open_carts(self) -> int:
+        """How many identities have something in their cart (the studio's counter)."""
+        return sum(1 for cart in self._carts.values() if cart.lines())
+
     # --- messages --------------------------------------------------------------------------
 
     def _card_message(self, seq: int | None, viewer: ViewerSession | None) -> m.ProductCard:
@@ -709,6 +713,7 @@ class CommerceService:
             "seq": room.seq,
             "server_time": now,
             "viewers": len(room.viewers),
+            "carts": room.open_carts(),
             "card": None if room.card is None else room.card.id,
             "sale": None if room.sale is None else sale_json(room.sale, now),
             "stock": dict(room.stock),

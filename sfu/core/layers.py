@@ -39,7 +39,7 @@ def desired_rank(dt: DownTrack, ranked: list[Receiver]) -> int:
         want = min(want, dt.preferred_rank)
     if dt.max_size is not None:
         width, height = dt.max_size
-        sizes = [la.frame_size for la in ranked]
+        sizes = _estimated_sizes(ranked)
         if any(s is not None for s in sizes):
             fitting = [i for i, s in enumerate(sizes) if s is not None and s[0] <= width
                        and s[1] <= height]
@@ -47,6 +47,26 @@ def desired_rank(dt: DownTrack, ranked: list[Receiver]) -> int:
     if dt.allocated_rank is not None:
         want = min(want, max(dt.allocated_rank, 0))
     return max(want, 0)
+
+
+def _estimated_sizes(ranked: list[Receiver]) -> list[tuple[int, int] | None]:
+    """Frame sizes by rank; a layer not seen yet is guessed from the nearest known one.
+
+    Without the guess, a paused layer (dynacast) would never show its size and so would never
+    count as fitting. Simulcast layers are conventionally a factor of 2 apart.
+    """
+    sizes = [la.frame_size for la in ranked]
+    known = [(i, s) for i, s in enumerate(sizes) if s is not None]
+    if not known:
+        return sizes
+    out: list[tuple[int, int] | None] = []
+    for i, size in enumerate(sizes):
+        if size is None:
+            j, (w, h) = min(known, key=lambda k: abs(k[0] - i))
+            factor = 2.0 ** (i - j)
+            size = (round(w * factor), round(h * factor))
+        out.append(size)
+    return out
 
 
 def choose_layer(dt: DownTrack, track: Receiver, now: float) -> Receiver:

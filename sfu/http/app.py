@@ -253,4 +253,7 @@ def build_app(node: Node) -> web.Application:
     from signalling.http import add_routes as add_commerce_routes
 
     add_commerce_routes(app)
+    from sfu.http.pages import add_routes as add_page_routes
+
+    add_page_routes(app)
     return app

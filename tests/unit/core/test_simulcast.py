@@ -296,3 +296,14 @@ def test_unpublishing_the_track_unbinds_every_layer() -> None:
     h.room.remove_receiver("t1", 1.0)
     assert not dt.bound and dt.current is None and dt.pending is None
     assert all(not la.downtracks and not la.pending for la in h.track.layers)
+
+
+def test_render_size_guesses_layers_not_seen_yet() -> None:
+    h = Harness()
+    dt = make_viewer(h.room, 0.0)
+    # Only q and f have sent key frames; h (paused by dynacast, say) never showed its size.
+    h.frame("q", 0.0, key=True)
+    h.frame("f", 0.0, key=True)
+    assert h.layers["h"].frame_size is None
+    dt.max_size = (700, 400)  # 640x360 fits, 1280x720 does not
+    assert desired_rank(dt, h.track.ranked()) == 1
