@@ -24,6 +24,8 @@ from sfu.core.room import Room, Slot
 from sfu.core.twcc import FeedbackGenerator
 from sfu.negotiate import EXT_MID
 from sfu.net.dtls import make_dtls
+from sfu.net.rxstamp import RxStamp
+from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
 from sfu.wire import rtcp
 from sfu.wire.rtcp import RtcpError
@@ -85,6 +87,7 @@ class Peer:
         self.twcc_ext_id = 0
         self._twcc_at: float | None = None
         self._twcc_handle: asyncio.TimerHandle | None = None
+        self._rx_stamp: RxStamp | None = None
         # negotiation: what each mid became, kept across renegotiations
         self.sections: dict[str, AnswerMedia] = {}
         self.sdp_session_id = secrets.randbits(62)
@@ -158,7 +161,7 @@ class Peer:
         self.state = "connected"
         self.node.peer_connected(self)
         if self.sctp_remote_port is not None:
-            self._sctp = RTCSctpTransport(self._dtls, port=5000)
+            self._sctp = make_sctp_transport(self._dtls, port=5000)  # bundling SCTP
             self._sctp.on("datachannel", self._on_datachannel)
             await self._sctp.start(
                 RTCSctpCapabilities(maxMessageSize=self.sctp_max_message), self.sctp_remote_port
@@ -243,7 +246,8 @@ class Peer:
             # Before any SSRC/PT check: padding probes count for the estimate too.
             tseq = read_transport_seq(plain, hdr, self.twcc_ext_id)
             if tseq is not None:
-                twcc.record(tseq, now)
+                stamp = self._rx_stamp
+                twcc.record(tseq, stamp.arrival(now) if stamp is not None else now)
                 if twcc.get_timer() != self._twcc_at:
                     self._arm_twcc()
         receiver = self.receivers_by_ssrc.get(hdr.ssrc)
@@ -383,6 +387,8 @@ class Peer:
             return
         self.twcc_ext_id = ext_id
         self.twcc = FeedbackGenerator(sender_ssrc=self.rtcp_ssrc)
+        if self.node.sock is not None:
+            self._rx_stamp = RxStamp(self.node.sock)
 
     def _arm_twcc(self) -> None:
         if self._twcc_handle is not None:
@@ -399,7 +405,9 @@ class Peer:
             return
         # The media SSRC field is informative only (the feedback covers the whole transport).
         twcc.media_ssrc = next((r.ssrc for r in self.receivers if r.ssrc is not None), 0)
-        for feedback in twcc.handle_timer(self.node.now()):
+        # uvloop's timers have 1 ms granularity and may fire a hair before `at`.
+        now = max(self.node.now(), self._twcc_at or 0.0)
+        for feedback in twcc.handle_timer(now):
             self.send_rtcp([feedback])
             self.node.metrics.twcc_feedback += 1
         self._arm_twcc()
