@@ -18,11 +18,14 @@ EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 EXT_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
 EXT_ABS_CAPTURE = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
 EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+EXT_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
-# Extensions a publisher may send us: routing ones and those we pass on.
+# Extensions a publisher may send us: routing ones, those we pass on, and transport-cc (the
+# node returns transport-cc feedback to publishers; subscribers get it with a send-side estimator).
 PUBLISH_EXTENSIONS = {
-    "audio": (EXT_MID, EXT_AUDIO_LEVEL, EXT_ABS_CAPTURE),
-    "video": (EXT_MID, EXT_RID, EXT_RRID, EXT_VIDEO_ORIENTATION, EXT_ABS_CAPTURE, EXT_PLAYOUT_DELAY),
+    "audio": (EXT_MID, EXT_AUDIO_LEVEL, EXT_ABS_CAPTURE, EXT_TRANSPORT_CC),
+    "video": (EXT_MID, EXT_RID, EXT_RRID, EXT_VIDEO_ORIENTATION, EXT_ABS_CAPTURE, EXT_PLAYOUT_DELAY,
+              EXT_TRANSPORT_CC),
 }
 # Extensions copied end to end (renumbered). mid/rid are hop-by-hop: the subscriber demuxes by
 # the SSRCs its answer declares, so they are not forwarded.
@@ -31,7 +34,8 @@ FORWARD_EXTENSIONS = frozenset(
 )
 
 SUPPORTED_CODECS = {"audio": ("OPUS",), "video": ("VP8", "H264")}
-VIDEO_FEEDBACK = ("nack pli", "ccm fir")
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir")
+PUBLISH_FEEDBACK = ("transport-cc",)  # audio and video, publishers only
 
 
 @dataclass(slots=True)
@@ -61,8 +65,9 @@ def _usable(codec: Codec, kind: str) -> bool:
     return True
 
 
-def _answer_codec(codec: Codec, kind: str) -> Codec:
-    fb = [f for f in codec.rtcp_fb if f in VIDEO_FEEDBACK] if kind == "video" else []
+def _answer_codec(codec: Codec, kind: str, publish: bool = False) -> Codec:
+    allowed = (VIDEO_FEEDBACK if kind == "video" else ()) + (PUBLISH_FEEDBACK if publish else ())
+    fb = [f for f in codec.rtcp_fb if f in allowed]
     return Codec(
         payload_type=codec.payload_type,
         name=codec.name,
@@ -102,9 +107,11 @@ def negotiate_publish(m: MediaSection) -> Negotiated:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
     for codec in m.codecs:
         if _usable(codec, m.kind):
-            return Negotiated(
-                m, [_answer_codec(codec, m.kind)], _extmaps(m, PUBLISH_EXTENSIONS[m.kind]), True
-            )
+            chosen = [_answer_codec(codec, m.kind, publish=True)]
+            # Its RTX, so the node's NACKs upstream are answered on a separate stream.
+            chosen += [_answer_codec(c, m.kind) for c in m.codecs if c.name == "RTX"
+                       and c.apt == codec.payload_type][:1]
+            return Negotiated(m, chosen, _extmaps(m, PUBLISH_EXTENSIONS[m.kind]), True)
     offered = ", ".join(sorted({c.name for c in m.codecs})) or "none"
     return Negotiated(
         m, [], [], False,
@@ -120,7 +127,31 @@ def negotiate_subscribe(m: MediaSection) -> Negotiated:
     codecs = [_answer_codec(c, m.kind) for c in m.codecs if _usable(c, m.kind)]
     if not codecs:
         return Negotiated(m, [], [], False, f"no supported {m.kind} codec")
-    return Negotiated(m, codecs, _extmaps(m, FORWARD_EXTENSIONS), True)
+    primary = {c.payload_type for c in codecs}
+    # Retransmissions (RTX, RFC 4588) for video and redundancy (RED, RFC 2198) for Opus, when
+    # the viewer offers them for a codec we forward.
+    extra = [_answer_codec(c, m.kind) for c in m.codecs
+             if (c.name == "RTX" and c.apt in primary)
+             or (c.name == "RED" and m.kind == "audio" and red_primary(c) in primary)]
+    return Negotiated(m, codecs + extra, _extmaps(m, FORWARD_EXTENSIONS), True)
+
+
+def red_primary(codec: Codec) -> int | None:
+    """The payload type RED carries (fmtp `111/111`), or None."""
+    for key in codec.fmtp:
+        first = key.split("/")[0]
+        if first.isdigit():
+            return int(first)
+    return None
+
+
+def repair_codecs(primary: Codec, candidates: list[Codec]) -> tuple[int | None, int | None]:
+    """The RTX and RED payload types a viewer negotiated for its codec `primary`."""
+    rtx = next((c.payload_type for c in candidates
+                if c.name == "RTX" and c.apt == primary.payload_type), None)
+    red = next((c.payload_type for c in candidates
+                if c.name == "RED" and red_primary(c) == primary.payload_type), None)
+    return rtx, red
 
 
 def match_codec(source: Codec, candidates: list[Codec]) -> Codec | None:

@@ -115,18 +115,24 @@ def test_publish_whip_audio_picks_opus_only() -> None:
     assert neg.accepted and neg.reason == ""
     assert neg.section is audio
     assert neg.codecs == [
-        Codec(111, "OPUS", 48000, 2, {"minptime": "10", "useinbandfec": "1"}, [])
+        Codec(111, "OPUS", 48000, 2, {"minptime": "10", "useinbandfec": "1"}, ["transport-cc"])
     ]
-    assert neg.extmaps == [Extmap(1, EXT_AUDIO_LEVEL), Extmap(4, EXT_MID)]
+    assert neg.extmaps == [Extmap(1, EXT_AUDIO_LEVEL), Extmap(3, TWCC), Extmap(4, EXT_MID)]
 
 
 def test_publish_whip_video_picks_vp8_with_allowed_feedback_and_extensions() -> None:
     video = parse(WHIP_OFFER).media[1]
     neg = negotiate_publish(video)
     assert neg.accepted
-    assert neg.codecs == [Codec(96, "VP8", 90000, 1, {}, ["ccm fir", "nack pli"])]
+    # Publishers get transport-cc feedback from the node (sfu.core.twcc); no REMB.
+    # ...plus its RTX, and generic NACK now that the node retransmits and NACKs upstream.
+    assert neg.codecs == [
+        Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "ccm fir", "nack", "nack pli"]),
+        Codec(97, "RTX", 90000, 1, {"apt": "96"}, []),
+    ]
     assert neg.extmaps == [
         Extmap(13, EXT_VIDEO_ORIENTATION),
+        Extmap(3, TWCC),
         Extmap(5, EXT_PLAYOUT_DELAY),
         Extmap(4, EXT_MID),
         Extmap(10, EXT_RID),
@@ -144,8 +150,8 @@ def test_publish_first_supported_in_offer_order() -> None:
     h264 = _h264(102, "42e01f")
     vp8 = Codec(96, "VP8", 90000)
     neg = negotiate_publish(_video(vp9, rtx, h264, vp8))
-    assert [c.payload_type for c in neg.codecs] == [102]
-    assert neg.codecs[0].rtcp_fb == ["nack pli"]
+    assert [c.payload_type for c in neg.codecs] == [102]  # 99 is VP9's RTX, not H264's
+    assert neg.codecs[0].rtcp_fb == ["nack", "nack pli"]
     assert neg.codecs[0].fmtp["profile-level-id"] == "42e01f"
 
 
@@ -192,8 +198,10 @@ def test_publish_rejected_and_unsupported_kinds() -> None:
 
 def test_publish_simulcast_offer_keeps_rid_extensions() -> None:
     neg = negotiate_publish(parse(SIMULCAST_OFFER).media[0])
-    assert [c.name for c in neg.codecs] == ["VP8"]
-    assert neg.codecs[0].rtcp_fb == ["nack pli"]
+    # VP8 and its RTX (apt=96): the node NACKs publishers and takes retransmissions on RTX.
+    assert [c.name for c in neg.codecs] == ["VP8", "RTX"]
+    assert neg.codecs[1].fmtp == {"apt": "96"}
+    assert neg.codecs[0].rtcp_fb == ["nack", "nack pli"]
     assert neg.extmaps == [Extmap(4, EXT_MID), Extmap(10, EXT_RID), Extmap(11, EXT_RRID)]
 
 
@@ -205,11 +213,23 @@ def test_subscribe_whep_video_keeps_all_supported_codecs() -> None:
     neg = negotiate_subscribe(video)
     assert neg.accepted
     assert [(c.payload_type, c.name) for c in neg.codecs] == [
-        (96, "VP8"), (102, "H264"), (106, "H264"), (108, "H264")
+        (96, "VP8"), (102, "H264"), (106, "H264"), (108, "H264"), (97, "RTX")
     ]
-    assert [c.rtcp_fb for c in neg.codecs] == [["nack pli"], ["ccm fir"], [], []]
+    assert [c.rtcp_fb for c in neg.codecs] == [["nack", "nack pli"], ["nack", "ccm fir"],
+                                               ["nack"], ["nack"], ["nack"]]
     # only end-to-end extensions: mid is hop-by-hop
     assert neg.extmaps == [Extmap(3, EXT_VIDEO_ORIENTATION), Extmap(12, EXT_PLAYOUT_DELAY)]
+
+
+def test_subscribe_gets_no_transport_cc_yet() -> None:
+    # Subscribers need the node's send-side estimator before transport-cc can be answered.
+    vp8 = Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "nack pli", "goog-remb"])
+    m = _video(vp8, extmaps=[Extmap(3, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)])
+    m.direction = "recvonly"
+    neg = negotiate_subscribe(m)
+    assert neg.codecs[0].rtcp_fb == ["nack pli"]
+    assert neg.extmaps == [Extmap(13, EXT_VIDEO_ORIENTATION)]
+    assert negotiate_publish(m).extmaps == [Extmap(3, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)]
 
 
 def test_subscribe_whep_audio() -> None:

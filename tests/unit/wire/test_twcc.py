@@ -196,7 +196,8 @@ def test_hand_built_wrap_around_two_bit_vector_and_negative_delta() -> None:
 
 def test_encoder_packs_chunks_like_libwebrtc() -> None:
     # Seven equal statuses then a different one: a run chunk (0x2007), then a run of one.
-    fb = TransportFeedback(0, 0, 0, 0, 0, [(i, 1) for i in range(7)] + [(7, 300)])
+    run: list[tuple[int, int | None]] = [(i, 1) for i in range(7)]
+    fb = TransportFeedback(0, 0, 0, 0, 0, [*run, (7, 300)])
     assert bytes(fb)[20:24] == h("2007 4001")
     # Small, lost, 5 small, then a large: no one-bit vector can hold the large delta, so a
     # two-bit vector of the first 7 goes out (0xd155 = 11 | 01 00 01 01 01 01 01) and the
@@ -320,3 +321,10 @@ def test_read_transport_seq_absent_or_malformed() -> None:
     pkt[0] |= 0x10
     pkt += h("bede0001 00000031")  # padding, padding, padding, then id 3 len 2 at the end
     assert read_transport_seq(bytes(pkt), parse_header(bytes(pkt)), 3) is None
+
+
+def test_uri_matches_the_negotiated_one() -> None:
+    from sfu.negotiate import EXT_TRANSPORT_CC
+    from sfu.wire.twcc import TRANSPORT_CC_URI
+
+    assert TRANSPORT_CC_URI == EXT_TRANSPORT_CC
