@@ -51,6 +51,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--peer-timeout", type=float, help="seconds of silence before a peer is dropped (7)"
     )
     serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="on SIGTERM, seconds to wait for sessions to leave before exiting "
+        "(env SFU_DRAIN_TIMEOUT; 30)",
+    )
+    serve.add_argument(
         "--peer-network",
         action="append",
         metavar="CIDR",
@@ -91,6 +97,16 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
         raise UsageError(f"{name}={raw!r} is not an integer") from None
 
 
+def _env_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a number") from None
+
+
 def _check_port(name: str, port: int) -> int:
     if not 1 <= port <= 65535:
         raise UsageError(f"{name} must be between 1 and 65535, got {port}")
@@ -123,6 +139,14 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
     peer_timeout = defaults.peer_timeout if args.peer_timeout is None else args.peer_timeout
     if not peer_timeout > 0:
         raise UsageError(f"--peer-timeout must be positive, got {peer_timeout}")
+    drain_timeout = (
+        args.drain_timeout if args.drain_timeout is not None
+        else _env_float(env, "SFU_DRAIN_TIMEOUT")
+    )
+    if drain_timeout is None:
+        drain_timeout = defaults.drain_timeout
+    if not drain_timeout >= 0:
+        raise UsageError(f"--drain-timeout must be 0 or more, got {drain_timeout}")
     peer_networks: list[str] = []
     for cidr in args.peer_network or []:
         try:
@@ -137,6 +161,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         public_ips=public_ips,
         data_dir=_data_dir(args, env),
         peer_timeout=peer_timeout,
+        drain_timeout=drain_timeout,
         dev_mode=not args.production,
         log_level=args.log_level or defaults.log_level,
         log_json=not args.no_json_logs,

@@ -49,6 +49,8 @@ class Settings:
     data_dir: Path = Path(".sfu")
     # Seconds without any packet or keepalive before a peer is considered gone.
     peer_timeout: float = 7.0
+    # Seconds a draining node (first SIGTERM/SIGINT) waits for its sessions to leave.
+    drain_timeout: float = 30.0
     # Networks media peers may connect from (CIDRs); empty allows any. STUN checks from
     # elsewhere get no answer, so the node never sends to an address outside them.
     peer_networks: list[str] = field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import secrets
 import signal
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from aiortc import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate
 
@@ -36,10 +37,12 @@ from sfu.wire import rtcp
 log = logging.getLogger("sfu.node")
 
 TICK = 0.1
-LAYER_CHECK_INTERVAL = 0.25
+LAYER_CHECK_INTERVAL = TICK
 SOCKET_BUFFER = 4 * 1024 * 1024
 REPORT_INTERVAL = 1.0
 CONNECT_TIMEOUT = 20.0  # from answer to the first valid STUN check and DTLS
+DRAIN_POLL = 0.2  # how often a draining node checks whether its sessions have gone
+HTTP_SHUTDOWN_TIMEOUT = 5.0  # seconds stop() lets in-flight HTTP requests finish
 
 
 class Node:
@@ -108,7 +111,10 @@ class Node:
 
         self.commerce = await CommerceService.open(self)
         app = build_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A bounded shutdown: stop() must not wait a minute for a lingering request.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.http_port)
         await site.start()
@@ -126,6 +132,7 @@ class Node:
                 await self._tick_task
         for peer in list(self.peers.values()):
             self.close_peer(peer, "node_stopped")
+        await self._close_room_sockets()
         await asyncio.sleep(0)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -134,6 +141,74 @@ class Node:
         self.sock = None
         if self.commerce is not None:
             await self.commerce.close()
+
+    # --- drain -------------------------------------------------------------------------------
+
+    def active_sessions(self) -> int:
+        """Peers plus room-protocol sockets that joined a room: what a drain waits for."""
+        return len(self.peers) + sum(len(ls) for ls in self.room_listeners.values())
+
+    def drain(self, reason: str = "shutdown") -> None:
+        """Refuse new sessions (WHIP/WHEP answer 503, /healthz 503) and ask clients to move.
+
+        Room-protocol sockets get ``{"v":1,"type":"drain","reason":...}`` through the
+        ``send`` of the session that registered the room listener; datachannel peers get
+        the same envelope on every open channel. Idempotent.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", extra={"reason": reason, "sessions": self.active_sessions()})
+        for listeners in list(self.room_listeners.values()):
+            for listener in list(listeners):
+                send = getattr(getattr(listener, "__self__", None), "send", None)
+                if callable(send):
+                    asyncio.ensure_future(send("drain", reason=reason))
+        message = json.dumps({"v": 1, "type": "drain", "reason": reason}, separators=(",", ":"))
+        for peer in list(self.peers.values()):
+            for channel in list(peer.channels):
+                if channel.readyState == "open":
+                    with contextlib.suppress(Exception):  # a channel closing under us
+                        channel.send(message)
+
+    async def _close_room_sockets(self) -> None:
+        """Close joined room-protocol WebSockets (1001 going away) so the HTTP server stops
+        at once instead of waiting for their handlers."""
+        sockets: dict[int, web.WebSocketResponse] = {}
+        for listeners in list(self.room_listeners.values()):
+            for listener in list(listeners):
+                ws = getattr(getattr(listener, "__self__", None), "ws", None)
+                if isinstance(ws, web.WebSocketResponse) and not ws.closed:
+                    sockets[id(ws)] = ws
+        if sockets:
+            closes = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+                      for ws in sockets.values()]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), 5.0)
+
+    async def drain_until_idle(
+        self, limit: float, force: asyncio.Event | None = None
+    ) -> bool:
+        """Drain, then wait until every session has gone (True), ``limit`` seconds have
+        passed or ``force`` is set (False)."""
+        self.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while self.active_sessions():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (force is not None and force.is_set()):
+                log.warning("drain ended with sessions left",
+                            extra={"sessions": self.active_sessions(),
+                                   "forced": force is not None and force.is_set()})
+                return False
+            wait = min(DRAIN_POLL, remaining)
+            if force is None:
+                await asyncio.sleep(wait)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(force.wait(), wait)
+        log.info("drained: no sessions left")
+        return True
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -418,12 +493,18 @@ class Node:
         """Follow layers that stop or return, and pause layers nobody needs (dynacast)."""
         for room in self.rooms.values():
             for track in room.receivers.values():
-                if not track.simulcast:
-                    continue
                 viewers = [dt for la in track.layers for dt in la.downtracks]
                 viewers += [dt for la in track.layers for dt in la.pending if dt not in viewers]
                 for dt in viewers:
-                    self.reselect(dt, now)
+                    if track.simulcast:
+                        self.reselect(dt, now)
+                    if not dt.paused and (dt.pending is not None or dt.awaiting_keyframe):
+                        # Still waiting for a key frame: ask again. A publisher may ignore a
+                        # request (libwebrtc throttles its own); the per-layer throttle here
+                        # keeps this to one request per 500 ms.
+                        self.request_keyframe(dt.pending or dt.current, now)
+                if not track.simulcast:
+                    continue
                 needed = needed_layers(track, viewers) | {track.ranked()[0].layer}
                 changed = False
                 for layer in track.layers:
@@ -491,17 +572,29 @@ class Node:
 async def _serve(settings: Settings) -> None:
     node = Node(settings)
     await node.start()
-    stop = asyncio.Event()
+    signalled = asyncio.Event()  # first SIGTERM/SIGINT: drain
+    force = asyncio.Event()  # a second one: exit at once
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if signalled.is_set():
+            log.warning("second signal: exiting now", extra={"signal": sig.name})
+            force.set()
+            return
+        log.info("signal: draining (send it again to exit at once)",
+                 extra={"signal": sig.name, "drain_timeout": settings.drain_timeout})
+        signalled.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+            loop.add_signal_handler(sig, on_signal, sig)
+    await signalled.wait()
+    await node.drain_until_idle(settings.drain_timeout, force)
     await node.stop()
 
 
 def run_node(settings: Settings) -> None:
-    """Run a node until SIGINT/SIGTERM, on uvloop when available."""
+    """Run a node until SIGINT/SIGTERM (then drain, see Node.drain_until_idle), on uvloop."""
     try:
         import uvloop
 
