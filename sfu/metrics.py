@@ -48,6 +48,8 @@ class NodeMetrics:
         self.sessions_total: Counter[str] = Counter()  # by kind: whip / whep / ws
         self.sessions_closed: Counter[str] = Counter()  # by reason
         self.layer_switch_requests = 0
+        self.recovery: Counter[str] = Counter()  # NACK/RTX/RED events by name
+        self.viewer_loss: dict[str, float] = {}  # last reported fraction lost, by kind
         self.twcc_feedback = 0  # transport-cc feedback messages sent to publishers
         self.gauges: dict[str, Callable[[], dict[tuple[str, ...], float]]] = {}
         self.gauge_labels: dict[str, tuple[str, ...]] = {}
@@ -101,6 +103,8 @@ class _Collector(Collector):
         yield _counter(
             "sessions_closed", "Sessions closed, by reason", "reason", m.sessions_closed
         )
+        yield _counter("recovery", "Loss recovery events (NACKs, retransmits, ...)", "event",
+                       m.recovery)
         switches = CounterMetricFamily(
             f"{PREFIX}_layer_switch_requests", "Simulcast layer changes requested for viewers"
         )

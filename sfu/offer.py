@@ -15,6 +15,7 @@ from sfu.core.room import Room, Slot
 from sfu.negotiate import (
     EXT_MID,
     EXT_RID,
+    EXT_RRID,
     EXT_TRANSPORT_CC,
     Negotiated,
     check_transport,
@@ -152,10 +153,16 @@ def answer_offer(
                 stream = wanted.info.stream_id if wanted is not None else room.name
                 peer.add_slot(slot)
                 result.subscribed.append(slot)
+                dt = slot.downtrack
+                ssrcs = [(dt.ssrc, f"sfu-{room.name}")]
+                groups: list[tuple[str, list[int]]] = []
+                if dt.rtx_ssrc is not None:
+                    ssrcs.append((dt.rtx_ssrc, f"sfu-{room.name}"))
+                    groups.append(("FID", [dt.ssrc, dt.rtx_ssrc]))
                 answer = AnswerMedia(
                     m.kind, mid, m.proto, direction="sendonly", codecs=neg.codecs,
-                    extmaps=neg.extmaps, ssrcs=[(slot.downtrack.ssrc, f"sfu-{room.name}")],
-                    msid=f"{stream} {slot.downtrack.ssrc}",
+                    extmaps=neg.extmaps, ssrcs=ssrcs, ssrc_groups=groups,
+                    msid=f"{stream} {dt.ssrc}",
                 )
         peer.sections[mid] = answer
         sections.append(answer)
@@ -234,8 +241,19 @@ def _publish(
         fid_secondaries = {g[1][1] for g in m.ssrc_groups if g[0] == "FID" and len(g[1]) > 1}
         ssrcs = [s for s in m.ssrcs if s not in fid_secondaries]
         peer.add_receiver(receiver, mid, ssrcs[:1])
-    peer.set_extension_ids(m.extmap_id(EXT_MID), m.extmap_id(EXT_RID))
+    peer.set_extension_ids(m.extmap_id(EXT_MID), m.extmap_id(EXT_RID), m.extmap_id(EXT_RRID))
     peer.enable_twcc(next((e.id for e in neg.extmaps if e.uri == EXT_TRANSPORT_CC), None))
+    primary_codec = neg.codecs[0]
+    if m.kind == "video" and "nack" in primary_codec.rtcp_fb:
+        rtx_pt = next((c.payload_type for c in neg.codecs if c.name == "RTX"), None)
+        for layer in receiver.layers:
+            layer.enable_nack(rtx_pt)
+        if rtx_pt is not None:
+            # Declared RTX SSRCs (FID groups); RID layers' RTX is learnt from repaired-rid.
+            by_primary = {r.ssrc: r for r in receiver.layers if r.ssrc is not None}
+            for semantic, group in m.ssrc_groups:
+                if semantic == "FID" and len(group) == 2 and group[0] in by_primary:
+                    peer.add_rtx_ssrc(group[1], by_primary[group[0]])
     return receiver
 
 
@@ -261,4 +279,6 @@ def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> 
         seq_start=secrets.randbits(16),
         ts_start=secrets.randbits(32),
     )
+    if any(c.name == "RTX" for c in neg.codecs):
+        dt.rtx_ssrc = node.new_ssrc()
     return Slot(downtrack=dt, subscriber=participant, codecs=neg.codecs, extmaps=neg.extmaps)

@@ -16,8 +16,11 @@ import random
 import struct
 from typing import Any
 
+from sfu.core.history import History
 from sfu.core.munger import RtpMunger
+from sfu.core.nack import NackResponder, RtxConfig
 from sfu.core.receiver import Receiver
+from sfu.core.redundancy import RedEncoder
 from sfu.core.rtpstats import SendStats
 from sfu.core.vp8munger import Vp8Munger
 from sfu.wire import rtp
@@ -70,6 +73,11 @@ class DownTrack:
         self.allocated_rank: int | None = None  # the bandwidth allocator's ceiling
         self.vp8: Vp8Munger | None = None
         self.switches = 0
+        # loss recovery towards this viewer (configure_repair)
+        self.rtx_ssrc: int | None = None  # allocated when the viewer's answer has RTX
+        self.history: History | None = None
+        self.responder: NackResponder | None = None
+        self.red: RedEncoder | None = None
 
     @property
     def bound(self) -> bool:
@@ -105,6 +113,18 @@ class DownTrack:
             ext_map
         ) == publisher_ext_ids
         self.awaiting_keyframe = self.kind == "video"
+
+    def configure_repair(self, *, nack: bool, rtx_pt: int | None, red_pt: int | None) -> None:
+        """Set up NACK answering (RTX when negotiated) and Opus RED for the bound codec."""
+        self.history = self.responder = self.red = None
+        if nack and self.kind == "video":
+            self.history = History()
+            rtx = None
+            if rtx_pt is not None and self.rtx_ssrc is not None:
+                rtx = RtxConfig(self.rtx_ssrc, rtx_pt, random.randrange(1 << 16))
+            self.responder = NackResponder(self.history, rtx=rtx)
+        if red_pt is not None and self.kind == "audio":
+            self.red = RedEncoder(red_pt)
 
     def resume(self) -> None:
         """The subscriber can receive now: start (again) from a keyframe."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sfu.core.keyframe import KeyframeRequester
+from sfu.core.nack import NackGenerator, UpstreamNackAggregator
 from sfu.core.rtpstats import ReceiveStats
 from sfu.sdp import Codec, Extmap
 from sfu.wire.codec import VP8, is_keyframe
@@ -72,6 +73,12 @@ class Receiver:
         self.vp8: Vp8Descriptor | None = None  # descriptor of the packet being handled
         self.frame_size: tuple[int, int] | None = None  # from the last VP8 key frame
         self.paused = False  # dynacast: no viewer needs this layer
+        # loss recovery from the publisher (enable_nack): NACK generator, one upstream NACK
+        # however many viewers ask, and the publisher's RTX stream
+        self.nack: NackGenerator | None = None
+        self.upstream_nacks: UpstreamNackAggregator | None = None
+        self.rtx_payload_type: int | None = None
+        self.rtx_ssrc: int | None = None
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
         self.codec_name = info.codec.name
@@ -107,6 +114,12 @@ class Receiver:
             self.keyframes.keyframe_received(now)
         return key
 
+    def enable_nack(self, rtx_payload_type: int | None) -> None:
+        """The publisher answers NACKs (on RTX when `rtx_payload_type` is set)."""
+        self.nack = NackGenerator()
+        self.upstream_nacks = UpstreamNackAggregator(generator=self.nack)
+        self.rtx_payload_type = rtx_payload_type
+
     # --- simulcast -----------------------------------------------------------------------
 
     @property
@@ -117,6 +130,8 @@ class Receiver:
         """Attach another simulcast layer of this (primary) receiver's track."""
         layer.primary = self
         layer.upstream = self.upstream
+        if self.nack is not None:
+            layer.enable_nack(self.rtx_payload_type)
         self.layers.append(layer)
 
     def available(self, now: float) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sfu.core.downtrack import DownTrack
 from sfu.core.receiver import Receiver
-from sfu.negotiate import extension_map, match_codec
+from sfu.negotiate import extension_map, match_codec, repair_codecs
 from sfu.sdp import Codec, Extmap
 
 
@@ -122,4 +122,8 @@ class Room:
         ext = extension_map(receiver.info.extmaps, slot.extmaps)
         publisher_ids = {e.id for e in receiver.info.extmaps}
         slot.downtrack.bind(receiver, codec.payload_type, ext, publisher_ids, now)
+        rtx_pt, red_pt = repair_codecs(codec, slot.codecs)
+        slot.downtrack.configure_repair(
+            nack="nack" in codec.rtcp_fb, rtx_pt=rtx_pt, red_pt=red_pt
+        )
         return True

@@ -27,7 +27,7 @@ from sfu.net.dtls import make_dtls
 from sfu.net.rxstamp import RxStamp
 from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
-from sfu.wire import rtcp
+from sfu.wire import rtcp, rtx
 from sfu.wire.rtcp import RtcpError
 from sfu.wire.rtp import RtpError, iter_extensions, parse_header
 from sfu.wire.twcc import read_transport_seq
@@ -81,6 +81,10 @@ class Peer:
         self.receivers_by_mid: dict[str, Receiver] = {}
         self.mid_ext_id: int | None = None
         self.rid_ext_id: int | None = None
+        self.rrid_ext_id: int | None = None
+        self.rtx_ssrcs: dict[int, Receiver] = {}  # publisher RTX SSRC -> the stream it repairs
+        self._nack_at: float | None = None
+        self._nack_handle: asyncio.TimerHandle | None = None
         self.receivers_by_rid: dict[tuple[str, str], Receiver] = {}
         # transport-cc feedback to this publisher (enable_twcc), on a timer of its own
         self.twcc: FeedbackGenerator | None = None
@@ -194,6 +198,8 @@ class Peer:
         self._pipe.close()
         if self._twcc_handle is not None:
             self._twcc_handle.cancel()
+        if self._nack_handle is not None:
+            self._nack_handle.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -251,20 +257,51 @@ class Peer:
                 if twcc.get_timer() != self._twcc_at:
                     self._arm_twcc()
         receiver = self.receivers_by_ssrc.get(hdr.ssrc)
+        retransmission = False
         if receiver is None:
-            receiver = self._learn_ssrc(plain, hdr)
+            receiver = self.rtx_ssrcs.get(hdr.ssrc) or self._learn_ssrc(plain, hdr)
             if receiver is None:
                 m.drop("unknown_ssrc")
                 return
+            if hdr.ssrc == receiver.rtx_ssrc:
+                # A retransmission we asked for (or a padding probe, which carries nothing).
+                if hdr.payload_size < 2 or receiver.ssrc is None:
+                    m.recovery["rtx_padding_in"] += 1
+                    return
+                try:
+                    _, plain = rtx.unwrap(
+                        plain, media_ssrc=receiver.ssrc, media_pt=receiver.payload_type
+                    )
+                    hdr = parse_header(plain)
+                except RtpError:
+                    m.drop("rtp_malformed")
+                    return
+                retransmission = True
+                m.recovery["rtx_in"] += 1
         kind = receiver.info.kind
         m.packets_in[kind] += 1
         m.bytes_in[kind] += len(data)
         if hdr.payload_type != receiver.payload_type:
             m.drop("unknown_payload_type")
             return
+        gen = receiver.nack
+        if retransmission and (gen is None or not gen.is_missing(hdr.seq)):
+            # RTX the node did not ask for: the publisher's bandwidth probes replay old
+            # packets on the RTX stream. Forwarding them would only duplicate.
+            m.recovery["rtx_unrequested"] += 1
+            return
         key = receiver.on_rtp(plain, hdr, now)
-        if key and receiver.pending:
+        if retransmission:
+            # A late copy never starts a viewer or a layer switch: what follows it on the
+            # wire is newer, so a decoder would get a broken key frame.
+            key = False
+        elif key and receiver.pending:
             receiver.promote_pending(now)
+        if gen is not None:
+            gen.on_packet(hdr.seq, now, is_keyframe=key, is_retransmission=retransmission)
+            at = gen.get_timer()
+            if at is not None and (self._nack_at is None or at < self._nack_at):
+                self._arm_nack(at)
         sock = self.node.sock
         if sock is None:
             return
@@ -280,6 +317,12 @@ class Peer:
             if tx is None or sink.addr is None:
                 m.drop("not_connected")
                 continue
+            if dt.history is not None:
+                # Kept by outgoing seq so the viewer's NACKs can be answered.
+                dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)
+                dt.responder.on_media(len(out), now)
+            elif dt.red is not None:
+                out = dt.red.encode(out, now)
             enc = tx.protect(out)
             try:
                 sock.sendto(enc, sink.addr)
@@ -296,7 +339,10 @@ class Peer:
             m.bytes_out[kind] += sent_bytes
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
-        """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT."""
+        """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT.
+
+        An RTX stream of a RID layer names its layer in the repaired-rtp-stream-id extension.
+        """
         receiver = None
         mid = rid = None
         if hdr.ext_profile and (self.mid_ext_id is not None or self.rid_ext_id is not None):
@@ -308,6 +354,18 @@ class Peer:
                 mid = elements[self.mid_ext_id].decode("ascii", "replace")
             if self.rid_ext_id in elements:
                 rid = elements[self.rid_ext_id].decode("ascii", "replace")
+            if self.rrid_ext_id in elements and rid is None:
+                rrid = elements[self.rrid_ext_id].decode("ascii", "replace")
+                layer = self._layer_by_rid(mid, rrid)
+                if layer is not None and layer.rtx_payload_type == hdr.payload_type:
+                    self.add_rtx_ssrc(hdr.ssrc, layer)
+                    return layer
+        if rid is None and mid is None:
+            owners = [r for r in self.receivers if r.rtx_payload_type == hdr.payload_type
+                      and r.rtx_ssrc is None and not r.simulcast]
+            if len(owners) == 1 and owners[0].ssrc != hdr.ssrc:
+                self.add_rtx_ssrc(hdr.ssrc, owners[0])
+                return owners[0]
         if rid is not None:
             if mid is not None:
                 receiver = self.receivers_by_rid.get((mid, rid))
@@ -331,6 +389,76 @@ class Peer:
         self.receivers_by_ssrc[hdr.ssrc] = receiver
         return receiver
 
+    def _layer_by_rid(self, mid: str | None, rid: str) -> Receiver | None:
+        if mid is not None:
+            return self.receivers_by_rid.get((mid, rid))
+        matches = [r for (_, r_id), r in self.receivers_by_rid.items() if r_id == rid]
+        return matches[0] if len(matches) == 1 else None
+
+    # --- loss recovery -----------------------------------------------------------------------
+
+    def _arm_nack(self, at: float) -> None:
+        if self._nack_handle is not None:
+            self._nack_handle.cancel()
+        self._nack_at = at
+        self._nack_handle = asyncio.get_event_loop().call_at(at, self._on_nack_timer)
+
+    def _on_nack_timer(self) -> None:
+        """NACK what the publisher's streams are missing; a keyframe when recovery gave up."""
+        self._nack_handle = None
+        self._nack_at = None
+        if self.state == "closed":
+            return
+        now = self.node.now()
+        m = self.node.metrics
+        earliest: float | None = None
+        for receiver in self.receivers:
+            gen = receiver.nack
+            if gen is None:
+                continue
+            seqs = gen.handle_timer(now)
+            if seqs and receiver.ssrc is not None:
+                for chunk in range(0, len(seqs), 200):
+                    self.send_rtcp([rtcp.Nack(self.rtcp_ssrc, receiver.ssrc,
+                                              seqs[chunk:chunk + 200])])
+                m.recovery["nack_sent"] += 1
+                m.recovery["nacked_packets"] += len(seqs)
+            if gen.take_keyframe_request():
+                m.recovery["gave_up"] += 1
+                self.node.request_keyframe(receiver, now)
+            at = gen.get_timer()
+            if at is not None and (earliest is None or at < earliest):
+                earliest = at
+        if earliest is not None:
+            self._arm_nack(max(earliest, now + 0.001))
+
+    def _on_viewer_nack(self, nack: rtcp.Nack, now: float) -> None:
+        """Answer a viewer's NACK from History; ask the publisher once for what we lack."""
+        m = self.node.metrics
+        m.recovery["nack_received"] += 1
+        dt = self.downtracks_by_ssrc.get(nack.media_ssrc)
+        if dt is None or dt.responder is None:
+            m.recovery["nack_unanswerable"] += 1
+            return
+        missing: list[int] = []
+        before = dt.responder.suppressed_rate + dt.responder.suppressed_budget
+        for r in dt.responder.on_nack(list(nack.lost), now):
+            if r.data is not None:
+                self.send_rtp(r.data, "rtx")
+                m.recovery["retransmits"] += 1
+            elif r.upstream_seq is not None:
+                missing.append(r.upstream_seq)
+        m.recovery["retransmits_suppressed"] += (
+            dt.responder.suppressed_rate + dt.responder.suppressed_budget - before
+        )
+        layer = dt.current
+        if missing and layer is not None and layer.upstream_nacks is not None:
+            seqs = layer.upstream_nacks.request(missing, now)
+            upstream: Peer | None = layer.upstream
+            if seqs and upstream is not None and layer.ssrc is not None:
+                upstream.send_rtcp([rtcp.Nack(upstream.rtcp_ssrc, layer.ssrc, seqs)])
+                m.recovery["nack_upstream"] += 1
+
     def _on_rtcp(self, plain: bytes, now: float) -> None:
         try:
             packets = rtcp.parse_compound(plain)
@@ -349,16 +477,32 @@ class Peer:
                     dt = self.downtracks_by_ssrc.get(ssrc)
                     if dt is not None and dt.current is not None:
                         self.node.request_keyframe(dt.pending or dt.current, now)
+            elif isinstance(p, rtcp.Nack):
+                self._on_viewer_nack(p, now)
             elif isinstance(p, rtcp.ReceiverReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
                     if dt is not None:
-                        dt.rtt = dt.stats.rtt_from_report(block, now)
+                        self._viewer_report(dt, block, now)
             if isinstance(p, rtcp.SenderReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
                     if dt is not None:
-                        dt.rtt = dt.stats.rtt_from_report(block, now)
+                        self._viewer_report(dt, block, now)
+
+    def _viewer_report(self, dt: DownTrack, block: rtcp.ReportBlock, now: float) -> None:
+        """A viewer's report block: RTT and loss drive the repair policies."""
+        rtt = dt.stats.rtt_from_report(block, now)
+        if rtt is not None:
+            dt.rtt = rtt
+            if dt.responder is not None:
+                dt.responder.set_rtt(rtt)
+        loss = block.fraction_lost / 256
+        if dt.responder is not None:
+            dt.responder.set_loss(loss, now)
+        if dt.red is not None:
+            dt.red.set_loss(loss, now)
+        self.node.metrics.viewer_loss[dt.kind] = loss
 
     # --- datagrams out -----------------------------------------------------------------------
 
@@ -412,11 +556,20 @@ class Peer:
             self.node.metrics.twcc_feedback += 1
         self._arm_twcc()
 
-    def set_extension_ids(self, mid_id: int | None, rid_id: int | None) -> None:
+    def set_extension_ids(
+        self, mid_id: int | None, rid_id: int | None, rrid_id: int | None = None
+    ) -> None:
         if mid_id is not None:
             self.mid_ext_id = mid_id
         if rid_id is not None:
             self.rid_ext_id = rid_id
+        if rrid_id is not None:
+            self.rrid_ext_id = rrid_id
+
+    def add_rtx_ssrc(self, ssrc: int, receiver: Receiver) -> None:
+        """`ssrc` carries RTX (RFC 4588) for `receiver`'s stream."""
+        receiver.rtx_ssrc = ssrc
+        self.rtx_ssrcs[ssrc] = receiver
 
 
 __all__ = ["Peer", "EXT_MID"]
