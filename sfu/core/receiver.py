@@ -30,15 +30,21 @@ class TrackInfo:
     stream_id: str
     codec: Codec
     extmaps: list[Extmap] = field(default_factory=list)
+    # What the track shows, as the publisher labelled it ("camera", "screen", "microphone"),
+    # from the room protocol offer's `sources`; None when unlabelled.
+    source: str | None = None
 
     def public(self) -> dict[str, str]:
-        return {
+        out = {
             "track_id": self.track_id,
             "kind": self.kind,
             "participant": self.participant,
             "stream_id": self.stream_id,
             "codec": self.codec.name,
         }
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
 
 # Quality order of common simulcast RID names, used until key frames reveal the real sizes.

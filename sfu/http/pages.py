@@ -4,7 +4,8 @@ the development token endpoint.
 - ``GET /studio[?room=R]``: the host studio (publish, products, card, sales, counters).
 - ``GET /watch/{room}``: the viewer page (video, card overlay, countdown, cart, buy).
 - ``GET /static/...``: ``sfu/static`` (ES modules, CSS), no build step.
-- ``GET /dev/token?room=R&identity=I&role=host|viewer``: a token for the pages, served only
+- ``GET /consult``, ``GET /advisor``: 1:1 consultation pages (docs/consultation.md).
+- ``GET /dev/token?room=R&identity=I&role=host|viewer|advisor|customer``: a token for the pages, served only
   when ``Settings.dev_mode`` is true (404 otherwise). In production the operator's backend
   mints tokens (``sfu.auth.mint_token``) and hands them to the page as ``?token=`` or
   ``#token=``; see docs/client.md.
@@ -28,6 +29,9 @@ STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 ROLES: Final[dict[str, tuple[str, ...]]] = {
     "host": ("publish", "subscribe", "admin"),
     "viewer": ("subscribe",),
+    # Consultations (docs/consultation.md): tokens for the queue's lobby room.
+    "advisor": ("publish", "subscribe", "admin"),
+    "customer": ("publish", "subscribe"),
 }
 DEV_TOKEN_TTL: Final = 12 * 3600.0
 # Rooms the pages accept: what both the media node and the commerce service accept.
@@ -63,6 +67,14 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return _page("watch.html")
 
 
+async def consult(request: web.Request) -> web.StreamResponse:
+    return _page("consult.html")
+
+
+async def advisor(request: web.Request) -> web.StreamResponse:
+    return _page("advisor.html")
+
+
 async def dev_token(request: web.Request) -> web.StreamResponse:
     """A token for the pages; development mode only (404 in production)."""
     settings = _node(request).settings
@@ -75,7 +87,7 @@ async def dev_token(request: web.Request) -> web.StreamResponse:
     if not ROOM_RE.match(room):
         raise web.HTTPBadRequest(text="room must be 1-64 of A-Z a-z 0-9 _ . -\n")
     if role not in ROLES:
-        raise web.HTTPBadRequest(text="role must be host or viewer\n")
+        raise web.HTTPBadRequest(text="role must be one of " + ", ".join(ROLES) + "\n")
     if not IDENTITY_RE.match(identity):
         raise web.HTTPBadRequest(text="identity must be 1-64 of A-Z a-z 0-9 _ . : -\n")
     grants = ROLES[role]
@@ -98,5 +110,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/studio", studio)
     r.add_get("/watch/{room}", watch)
+    r.add_get("/consult", consult)
+    r.add_get("/advisor", advisor)
     r.add_get("/dev/token", dev_token, allow_head=False)
     r.add_static("/static/", STATIC_DIR, append_version=False, follow_symlinks=False)

@@ -28,6 +28,7 @@ log = logging.getLogger("sfu.ws")
 PROTOCOL_VERSION = 1
 JOIN_TIMEOUT = 10.0
 MAX_MESSAGES_PER_SECOND = 20
+TRACK_SOURCES = frozenset({"camera", "microphone", "screen", "screen_audio"})
 
 
 class RoomSession:
@@ -119,6 +120,13 @@ class RoomSession:
             await self.error("malformed", "offer needs 'sdp' (string) and optional "
                              "'subscriptions' ({mid: track_id})", ref)
             return
+        sources = msg.get("sources") or {}
+        if not isinstance(sources, dict) or not all(
+            isinstance(k, str) and v in TRACK_SOURCES for k, v in sources.items()
+        ):
+            await self.error("malformed", "'sources' must map mids to one of "
+                             + ", ".join(sorted(TRACK_SOURCES)), ref)
+            return
         c = self.claims
         try:
             if self.peer is None or self.peer.state == "closed":
@@ -138,6 +146,8 @@ class RoomSession:
             await self.error("bad_offer", str(exc), ref)
             return
         peer = answered.peer
+        if self._label(peer, sources):
+            self.node._tracks_changed(peer.room)
         await self.send(
             "answer", id=ref, sdp=answered.sdp, session=peer.id,
             published={mid: r.info.track_id for mid, r in peer.receivers_by_mid.items()},
@@ -147,6 +157,18 @@ class RoomSession:
                 for s in peer.slots
             },
         )
+
+    @staticmethod
+    def _label(peer: Peer, sources: dict[str, str]) -> bool:
+        """Apply the offer's ``sources`` ({mid: "camera"|"screen"|...}) to the published
+        tracks; True if a label changed (the room is told again, with the labels)."""
+        changed = False
+        for mid, source in sources.items():
+            receiver = peer.receivers_by_mid.get(mid)
+            if receiver is not None and receiver.info.source != source:
+                receiver.info.source = source
+                changed = True
+        return changed
 
     async def _layer(self, msg: dict[str, Any], ref: Any) -> None:
         from sfu.http.app import layer_request

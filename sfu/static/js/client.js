@@ -93,6 +93,7 @@ export class RoomClient extends EventTarget {
     this.layers = null; // last dynacast message for our video {track_id, active, paused}
     this.published = {}; // mid -> track_id of our published sections
     this._local = null; // {stream, simulcast, encodings}
+    this._extra = new Map(); // source -> {track, stream, simulcast, encodings, transceiver}
     this._videoSender = null;
     this._subs = new Map(); // track_id -> {transceiver, track}
     this._requests = new Map(); // ws request id -> {resolve, reject, timer}
@@ -178,7 +179,7 @@ export class RoomClient extends EventTarget {
     this.tracks = joined.tracks || [];
     this._setState('joined');
     this._openPeer(gen);
-    if (this._local) this._addLocalTransceivers();
+    if (this._local || this._extra.size) this._addLocalTransceivers();
     await this._negotiate();
     this._timer(() => {
       if (this.pc && this.pc.connectionState !== 'connected') this._lost('connect timeout');
@@ -421,7 +422,8 @@ export class RoomClient extends EventTarget {
       }
     }
     for (const [trackId, info] of wanted) {
-      if (!this._subs.has(trackId)) {
+      if (this._subs.has(trackId)) this._subs.get(trackId).info = info; // labels may come later
+      else {
         const transceiver = pc.addTransceiver(info.kind, { direction: 'recvonly' });
         this._subs.set(trackId, { transceiver, info, track: null });
       }
@@ -431,7 +433,11 @@ export class RoomClient extends EventTarget {
     for (const [trackId, sub] of this._subs) {
       if (sub.transceiver.mid) subscriptions[sub.transceiver.mid] = trackId;
     }
-    const answer = await this._request({ type: 'offer', sdp: pc.localDescription.sdp, subscriptions });
+    const offer = { type: 'offer', sdp: pc.localDescription.sdp, subscriptions };
+    const sources = {}; // labels of tracks published with publishTrack (docs/protocol.md)
+    for (const [source, e] of this._extra) if (e.transceiver?.mid) sources[e.transceiver.mid] = source;
+    if (Object.keys(sources).length) offer.sources = sources;
+    const answer = await this._request(offer);
     if (pc !== this.pc) return;
     this.session = answer.session;
     this.published = answer.published || {};
@@ -451,7 +457,7 @@ export class RoomClient extends EventTarget {
     const stream = event.streams[0] ?? new MediaStream([event.track]);
     this._emit('track', {
       track_id: trackId, kind: event.track.kind, participant: sub.info.participant,
-      info: sub.info, track: event.track, stream, transceiver: event.transceiver,
+      info: sub.info, source: sub.info.source ?? null, track: event.track, stream, transceiver: event.transceiver,
     });
   }
 
@@ -464,7 +470,7 @@ export class RoomClient extends EventTarget {
   async publish(stream, { simulcast = this.options.simulcast, encodings = SIMULCAST_ENCODINGS } = {}) {
     this._local = { stream, simulcast, encodings: encodings.map((e) => ({ ...e })) };
     if (this.pc) {
-      this._addLocalTransceivers();
+      this._addMainTransceivers();
       await this._negotiate();
     }
   }
@@ -472,12 +478,58 @@ export class RoomClient extends EventTarget {
   /** Stop publishing (the node removes the tracks from the room). */
   async unpublish() {
     this._local = null;
+    this._extra.clear();
     if (!this.pc) return;
     for (const t of this.pc.getTransceivers()) {
       if (t.sender.track && t.direction === 'sendonly') { try { t.stop(); } catch { /* ignore */ } }
     }
     this._videoSender = null;
     await this._negotiate();
+  }
+
+  /**
+   * Publish one more track, labelled with its `source` ('camera', 'microphone', 'screen'):
+   * the room's track list carries the label so subscribers can lay tracks out (a screen
+   * share next to the camera). A second call with the same source replaces that track.
+   * Without simulcast unless asked. Survives reconnects like `publish`.
+   */
+  async publishTrack(track, {
+    source = track.kind === 'video' ? 'camera' : 'microphone',
+    stream = new MediaStream([track]), simulcast = false, encodings = SIMULCAST_ENCODINGS,
+  } = {}) {
+    const old = this._extra.get(source);
+    if (old?.transceiver) { try { old.transceiver.stop(); } catch { /* already stopped */ } }
+    const entry = { track, stream, simulcast, encodings: encodings.map((e) => ({ ...e })), transceiver: null };
+    this._extra.set(source, entry);
+    if (this.pc) {
+      this._addExtra(entry);
+      await this._negotiate();
+    }
+  }
+
+  /** Stop publishing the track of `source` (the node removes it from the room). */
+  async unpublishTrack(source) {
+    const entry = this._extra.get(source);
+    if (!entry) return;
+    this._extra.delete(source);
+    if (entry.transceiver) { try { entry.transceiver.stop(); } catch { /* already stopped */ } }
+    if (this.pc) await this._negotiate();
+  }
+
+  /** {source: track_id} of the tracks published with publishTrack (once negotiated). */
+  get publishedSources() {
+    const out = {};
+    for (const [source, e] of this._extra) {
+      const id = e.transceiver?.mid ? this.published[e.transceiver.mid] : undefined;
+      if (id) out[source] = id;
+    }
+    return out;
+  }
+
+  _addExtra(entry) {
+    const init = { direction: 'sendonly', streams: [entry.stream] };
+    if (entry.simulcast && entry.track.kind === 'video') init.sendEncodings = entry.encodings.map((e) => ({ ...e }));
+    entry.transceiver = this.pc.addTransceiver(entry.track, init);
   }
 
   get localStream() {
@@ -489,6 +541,11 @@ export class RoomClient extends EventTarget {
   }
 
   _addLocalTransceivers() {
+    for (const entry of this._extra.values()) this._addExtra(entry);
+    if (this._local) this._addMainTransceivers();
+  }
+
+  _addMainTransceivers() {
     const { stream, simulcast, encodings } = this._local;
     for (const track of stream.getVideoTracks()) {
       const init = { direction: 'sendonly', streams: [stream] };
