@@ -68,6 +68,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="commerce store: sqlite:///path or redis://host:port/db (env SFU_STORE; "
         "default sqlite:///<data-dir>/commerce.db)",
     )
+    serve.add_argument(
+        "--record-room", action="append", metavar="ROOM",
+        help="record this room whenever it has tracks; repeatable, '*' for every room",
+    )
+    serve.add_argument("--recordings-dir", help="where recordings go (<data-dir>/recordings)")
+    serve.add_argument(
+        "--recording-retention-days", type=float,
+        help="delete recordings this many days after they end (default 0: keep)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -166,6 +175,9 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         log_level=args.log_level or defaults.log_level,
         log_json=not args.no_json_logs,
         store_url=_store_url(args, env),
+        record_rooms=[r.strip() for r in args.record_room or [] if r.strip()],
+        recordings_dir=args.recordings_dir or "",
+        recording_retention_days=max(0.0, args.recording_retention_days or 0.0),
     )
 
 

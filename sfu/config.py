@@ -63,6 +63,17 @@ class Settings:
     # Commerce store: sqlite:///path or redis://host:port/db; empty means
     # sqlite:///<data_dir>/commerce.db (see signalling.store.open_store).
     store_url: str = ""
+    # Recording (docs/recording.md): rooms recorded whenever they have tracks ("*" = all),
+    # where recordings go (empty: <data_dir>/recordings), days to keep them (0: forever),
+    # and the free disk space below which recordings stop.
+    record_rooms: list[str] = field(default_factory=list)
+    recordings_dir: str = ""
+    recording_retention_days: float = 0.0
+    recording_min_free_mb: int = 256
+    # Downlink bandwidth estimation for viewers that negotiate transport-cc: the estimator
+    # (sfu.core.bwe registry: gcc, remb, null) and whether to probe with RTX padding.
+    bwe_estimator: str = "gcc"
+    bwe_probing: bool = True
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -7,11 +7,17 @@ so several nodes can live in one process (tests, the bench).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 PREFIX = "sfu"
@@ -34,6 +40,32 @@ DROP_REASONS = (
 )
 
 
+BWE_BUCKETS = (50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6)
+
+
+class Histogram:
+    """A fixed-bucket histogram kept as plain numbers (exported by the collector)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for le, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += n
+            out.append(("+Inf" if le == float("inf") else repr(float(le)), total))
+        return out
+
+
 class NodeMetrics:
     """Counters and gauge sources for one node."""
 
@@ -51,6 +83,9 @@ class NodeMetrics:
         self.recovery: Counter[str] = Counter()  # NACK/RTX/RED events by name
         self.viewer_loss: dict[str, float] = {}  # last reported fraction lost, by kind
         self.twcc_feedback = 0  # transport-cc feedback messages sent to publishers
+        # downlink bandwidth estimation: events (feedback, probes, pauses, state changes, ...)
+        self.bwe: Counter[str] = Counter()
+        self.bwe_estimate = Histogram(BWE_BUCKETS)  # per viewer, observed at each allocation
         self.gauges: dict[str, Callable[[], dict[tuple[str, ...], float]]] = {}
         self.gauge_labels: dict[str, tuple[str, ...]] = {}
         self.gauge_help: dict[str, str] = {}
@@ -115,6 +150,13 @@ class _Collector(Collector):
         )
         twcc.add_metric([], m.twcc_feedback)
         yield twcc
+        yield _counter("bwe_events", "Downlink bandwidth estimation events (feedback, probes, "
+                       "pauses, layer moves, state changes)", "event", m.bwe)
+        h = m.bwe_estimate
+        yield HistogramMetricFamily(
+            f"{PREFIX}_bwe_estimate_bps", "Viewers' downlink estimates, bits/s (one sample "
+            "per viewer and second)", buckets=h.cumulative(), sum_value=h.sum,
+        )
         for name, read in m.gauges.items():
             fam = GaugeMetricFamily(
                 f"{PREFIX}_{name}", m.gauge_help[name], labels=list(m.gauge_labels[name])

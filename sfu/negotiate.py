@@ -35,7 +35,7 @@ FORWARD_EXTENSIONS = frozenset(
 
 SUPPORTED_CODECS = {"audio": ("OPUS",), "video": ("VP8", "H264")}
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir")
-PUBLISH_FEEDBACK = ("transport-cc",)  # audio and video, publishers only
+PUBLISH_FEEDBACK = ("transport-cc",)  # publishers, and viewers offering the transport-cc ext
 
 
 @dataclass(slots=True)
@@ -65,8 +65,10 @@ def _usable(codec: Codec, kind: str) -> bool:
     return True
 
 
-def _answer_codec(codec: Codec, kind: str, publish: bool = False) -> Codec:
-    allowed = (VIDEO_FEEDBACK if kind == "video" else ()) + (PUBLISH_FEEDBACK if publish else ())
+def _answer_codec(codec: Codec, kind: str, publish: bool = False, twcc: bool = False) -> Codec:
+    allowed = (VIDEO_FEEDBACK if kind == "video" else ()) + (
+        PUBLISH_FEEDBACK if publish or twcc else ()
+    )
     fb = [f for f in codec.rtcp_fb if f in allowed]
     return Codec(
         payload_type=codec.payload_type,
@@ -124,7 +126,10 @@ def negotiate_subscribe(m: MediaSection) -> Negotiated:
     """A section the client receives on: accept every codec we can forward."""
     if m.port == 0 or m.kind not in SUPPORTED_CODECS:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
-    codecs = [_answer_codec(c, m.kind) for c in m.codecs if _usable(c, m.kind)]
+    # Transport-cc towards the viewer (the node's send-side estimator), when it offers the
+    # extension with an id the one-byte form can carry.
+    twcc = subscribe_twcc_id(m) is not None
+    codecs = [_answer_codec(c, m.kind, twcc=twcc) for c in m.codecs if _usable(c, m.kind)]
     if not codecs:
         return Negotiated(m, [], [], False, f"no supported {m.kind} codec")
     primary = {c.payload_type for c in codecs}
@@ -133,7 +138,14 @@ def negotiate_subscribe(m: MediaSection) -> Negotiated:
     extra = [_answer_codec(c, m.kind) for c in m.codecs
              if (c.name == "RTX" and c.apt in primary)
              or (c.name == "RED" and m.kind == "audio" and red_primary(c) in primary)]
-    return Negotiated(m, codecs + extra, _extmaps(m, FORWARD_EXTENSIONS), True)
+    allowed = FORWARD_EXTENSIONS | {EXT_TRANSPORT_CC} if twcc else FORWARD_EXTENSIONS
+    return Negotiated(m, codecs + extra, _extmaps(m, allowed), True)
+
+
+def subscribe_twcc_id(m: MediaSection) -> int | None:
+    """The transport-cc extension id a viewer's section offers (1..14), else None."""
+    ext_id = m.extmap_id(EXT_TRANSPORT_CC)
+    return ext_id if ext_id is not None and 1 <= ext_id <= 14 else None
 
 
 def red_primary(codec: Codec) -> int | None:

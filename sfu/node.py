@@ -28,6 +28,7 @@ from sfu.core.layers import choose_layer, needed_layers
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.metrics import NodeMetrics
+from sfu.net import downlink
 from sfu.net.peer import Peer
 from sfu.net.udp import UdpMux
 from sfu.offer import Answered, answer_offer, create_peer, parse_offer
@@ -73,6 +74,8 @@ class Node:
         self.on_datachannel_message: Any = None  # hook for the commerce layer
         # The commerce service (signalling.service.CommerceService), set by start().
         self.commerce: Any = None
+        # The recordings (sfu.recording.recorder.RecorderManager), set by start().
+        self.recorder: Any = None
         # room name -> callbacks told when the room's set of tracks changes (room protocol)
         self.room_listeners: dict[str, set[Callable[[Room], None]]] = {}
         self._peer_networks = [ipaddress.ip_network(n, strict=False) for n in settings.peer_networks]
@@ -110,6 +113,10 @@ class Node:
         from signalling.service import CommerceService
 
         self.commerce = await CommerceService.open(self)
+        from sfu.recording.recorder import RecorderManager
+
+        self.recorder = RecorderManager(self)
+        self.recorder.start()
         app = build_app(self)
         # A bounded shutdown: stop() must not wait a minute for a lingering request.
         self._runner = web.AppRunner(
@@ -130,6 +137,8 @@ class Node:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
+        if self.recorder is not None:
+            await self.recorder.close()  # finish the files while the rooms still exist
         for peer in list(self.peers.values()):
             self.close_peer(peer, "node_stopped")
         await self._close_room_sockets()
@@ -364,7 +373,7 @@ class Node:
 
     def reselect(self, dt: DownTrack, now: float) -> None:
         """Move a viewer to the layer the policy picks now (preference, size, bandwidth)."""
-        if dt.receiver is None or dt.paused:
+        if dt.receiver is None or dt.paused or dt.allocator_paused:
             return
         layer = choose_layer(dt, dt.receiver, now)
         if dt.request_layer(layer):
@@ -482,6 +491,9 @@ class Node:
                     t = receiver.keyframes.get_timer()
                     if t is not None and t <= now and receiver.keyframes.handle_timer(now):
                         self._send_pli(receiver)
+        for peer in list(self.peers.values()):
+            if peer.bwe is not None and peer.state == "connected":
+                peer.bwe.tick(now)  # estimator timer, allocation, probes
         if now >= self._next_layer_check:
             self._next_layer_check = now + LAYER_CHECK_INTERVAL
             self._check_layers(now)
@@ -498,7 +510,9 @@ class Node:
                 for dt in viewers:
                     if track.simulcast:
                         self.reselect(dt, now)
-                    if not dt.paused and (dt.pending is not None or dt.awaiting_keyframe):
+                    if not (dt.paused or dt.allocator_paused) and (
+                        dt.pending is not None or dt.awaiting_keyframe
+                    ):
                         # Still waiting for a key frame: ask again. A publisher may ignore a
                         # request (libwebrtc throttles its own); the per-layer throttle here
                         # keeps this to one request per 500 ms.
@@ -537,6 +551,12 @@ class Node:
         m.add_gauge("tracks", "Published tracks by kind", ("kind",), self._tracks_by_kind)
         m.add_gauge("simulcast_layers", "Simulcast layers by state (paused = dynacast)",
                     ("state",), self._layers_by_state)
+        m.add_gauge("bwe_bitrate", "Viewers' downlink bits/s summed over viewers with an "
+                    "estimate: available (estimate), allocated, desired", ("kind",),
+                    lambda: downlink.bitrate_gauge(self.peers.values()))
+        m.add_gauge("bwe_viewers", "Viewers with a downlink estimator, by state "
+                    "(overusing = congested)", ("state",),
+                    lambda: downlink.state_gauge(self.peers.values()))
 
     def _participants_by_role(self) -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {("publisher",): 0, ("subscriber",): 0}

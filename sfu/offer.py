@@ -21,7 +21,9 @@ from sfu.negotiate import (
     check_transport,
     negotiate_publish,
     negotiate_subscribe,
+    subscribe_twcc_id,
 )
+from sfu.net.downlink import ViewerDownlink
 from sfu.net.peer import Peer
 from sfu.sdp import (
     AnswerMedia,
@@ -152,6 +154,7 @@ def answer_offer(
                 wanted = room.receivers.get(slot.wants) if slot.wants else None
                 stream = wanted.info.stream_id if wanted is not None else room.name
                 peer.add_slot(slot)
+                _enable_downlink(node, peer, m, slot)
                 result.subscribed.append(slot)
                 dt = slot.downtrack
                 ssrcs = [(dt.ssrc, f"sfu-{room.name}")]
@@ -266,6 +269,19 @@ def simulcast_rids(m: MediaSection) -> list[str]:
             order = [alt.split(",")[0] for alt in parts[1].split(";")]
             return [r for r in order if not r.startswith("~") and r in send]
     return send
+
+
+def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> None:
+    """Number this viewer's egress and estimate its downlink when it offered transport-cc
+    (one estimator per transport: every section of the BUNDLE shares it)."""
+    if peer.bwe is None:
+        ext_id = subscribe_twcc_id(m)
+        if ext_id is None:
+            return
+        settings = node.settings
+        peer.bwe = ViewerDownlink(peer, ext_id, settings.bwe_estimator,
+                                  probing=settings.bwe_probing)
+    peer.bwe.add_track(slot.downtrack)
 
 
 def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> Slot:

@@ -266,6 +266,14 @@ def _openapi() -> dict[str, Any]:
                 "content": {"application/json": {"schema": refs[body]}},
             }
         paths.setdefault(path, {})[method.lower()] = op
+    from sfu.recording.http import openapi_paths  # the node's recording routes
+
+    recording_paths, recording_schemas = openapi_paths()
+    paths.update(recording_paths)
+    components.update(recording_schemas)
+    from signalling.consult.http import openapi_paths as consult_paths
+
+    paths.update(consult_paths())
     paths["/api/openapi.json"] = {
         "get": {
             "operationId": "openapi",
@@ -279,7 +287,7 @@ def _openapi() -> dict[str, Any]:
             "title": "Commerce operator API",
             "version": "1",
             "description": (
-                "Products, product cards, timed sales and orders of a room. Every operation "
+                "Products, product cards, timed sales, orders and recordings of a room. Every operation "
                 "needs a Bearer token for the room with the admin grant. Times are server "
                 "Unix seconds; prices are integer minor units."
             ),

@@ -245,6 +245,7 @@ class RoomCommerce:
         self.seq += 1
         msg = build(self.seq)
         type_, data = _type_of(msg), _text(msg)
+        self.service.notify(self.name, type_, data)
         for viewer in list(self.viewers.values()):
             if viewer.ready:
                 viewer.outbox.push(type_, data, coalesce=coalesce)
@@ -254,6 +255,7 @@ class RoomCommerce:
         self.seq += 1
         seq = self.seq
         common = _text(self._card_message(seq, None))
+        self.service.notify(self.name, "product.card", common)
         for viewer in list(self.viewers.values()):
             if not viewer.ready:
                 continue
@@ -364,6 +366,9 @@ class CommerceService:
         self.stats = CommerceStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Told every room message as broadcast: (room, type, JSON text). The recorder's
+        # commerce timeline (sfu.recording) listens here.
+        self.observers: list[Callable[[str, str, str], None]] = []
         node.metrics.registry.register(_Collector(self))
 
     @classmethod
@@ -383,6 +388,10 @@ class CommerceService:
         for task in tasks:
             task.cancel()
         await self.store.close()
+
+    def notify(self, room: str, type_: str, text: str) -> None:
+        for observer in self.observers:
+            observer(room, type_, text)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

@@ -16,7 +16,8 @@ Hysteresis, per video track, so a layer does not flap around a threshold:
 
 Layer bitrates are measured: the allocator samples each layer Receiver's byte counter
 (`stats.bytes`) with a `RateMeter` when it runs, and falls back to `default_bitrates` for a
-layer that never sent. It writes `allocated_rank` on the down-tracks (the ceiling
+layer that never sent (and to at least that for a layer dynacast has paused, whose last
+measurement may be stale). It writes `allocated_rank` on the down-tracks (the ceiling
 `sfu.core.layers.choose_layer` applies) and returns an `Allocation`: what it gave, what was
 available, what it would use with unlimited bandwidth (the estimator's probe goal).
 """
@@ -37,6 +38,7 @@ UP_HOLD = 2.0
 MAX_HOLD = 16.0
 FLAP_WINDOW = 10.0
 PAUSED = -1
+KEEP_FRACTION = 0.5  # a running lowest layer stays while the estimate covers this share
 
 
 @dataclass(slots=True)
@@ -119,6 +121,11 @@ class Allocator:
             rate = meter.sample(layer.stats.bytes, now)
             if not rate:
                 rate = meter.last_rate
+            if layer.paused and dt.kind != "audio":
+                # Dynacast stopped it: what the meter shows is decaying or from the
+                # publisher's ramp-up; never count it below the nominal rate.
+                d = self.default_bitrates
+                rate = max(rate or 0.0, d[min(i, len(d) - 1)])
             if not rate:
                 if dt.kind == "audio":
                     rate = self.audio_default
@@ -160,8 +167,20 @@ class Allocator:
         chosen: dict[int, int] = {}
         for t in video:
             low = rates[id(t.dt)][0]
-            need = low if t.rank is not None and t.rank >= 0 else low * self.up_margin
-            if left >= need:
+            running = t.rank is not None and t.rank >= 0
+            need = low if running else low * self.up_margin
+            # A running track is kept on its lowest layer while the estimate covers a good
+            # part of it: random loss drags a loss-based estimate below the stream's rate,
+            # and a paused picture is worse than a congested one.
+            single = len(rates[id(t.dt)]) == 1
+            if single:
+                # Nothing lower to go to: pausing would only trade a congested picture for
+                # none, and under random loss a loss-based estimate collapses far below the
+                # rate the link actually carries. Keep it flowing.
+                keep = True
+            else:
+                keep = left >= need or (running and left >= low * KEEP_FRACTION)
+            if keep:
                 chosen[id(t)] = 0
                 left -= low
             else:

@@ -26,9 +26,11 @@ from sfu.core.vp8munger import Vp8Munger
 from sfu.wire import rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
+from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
 from sfu.wire.vp8 import write_fields
 
 MAX_TEMPORAL = 3  # VP8 TID is two bits: 3 means "every temporal layer"
+SRTP_OVERHEAD = 10  # the SRTP auth tag added after forward (bytes the estimator counts)
 
 _fixed_header = struct.Struct("!BBHII").pack
 
@@ -78,6 +80,11 @@ class DownTrack:
         self.history: History | None = None
         self.responder: NackResponder | None = None
         self.red: RedEncoder | None = None
+        # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
+        # when set, every packet gets the transport-wide sequence number extension
+        self.downlink: Any = None
+        # The allocator paused this video (rank -1): distinct from `paused` (DTLS not up).
+        self.allocator_paused = False
 
     @property
     def bound(self) -> bool:
@@ -131,6 +138,26 @@ class DownTrack:
         self.paused = False
         self.awaiting_keyframe = self.kind == "video"
 
+    def set_allocator_paused(self, paused: bool, now: float) -> None:
+        """The bandwidth allocator pauses (rank -1) or resumes this video; resuming restarts
+        on a key frame and continues the seq/ts timeline across the gap."""
+        if paused == self.allocator_paused:
+            return
+        self.allocator_paused = paused
+        if not paused:
+            self.restart_on_keyframe(now)
+
+    def restart_on_keyframe(self, now: float) -> None:
+        """Forward nothing until a key frame: of the pending layer (the switch), or of the
+        current one; the viewer's seq/ts timeline continues across the gap. The allocator
+        sheds an old layer this way when the link narrowed: its packets would only deepen
+        the queue the new layer's key frame must cross."""
+        self.awaiting_keyframe = self.kind == "video"
+        if self.munger.has_source:
+            self.munger.switch_source(now)
+        if self.vp8 is not None:
+            self.vp8.switch_source()
+
     def unbind(self) -> None:
         self._leave_layers()
         self.receiver = None
@@ -173,7 +200,7 @@ class DownTrack:
 
     def forward(self, data: bytes, hdr: RtpHeader, keyframe: bool, now: float) -> bytes | None:
         """The packet to send to the subscriber, or None to drop it."""
-        if self.paused:
+        if self.paused or self.allocator_paused:
             return None
         if self.awaiting_keyframe:
             if not keyframe:
@@ -194,7 +221,24 @@ class DownTrack:
         munge_vp8 = d is not None and d.picture_id is not None and (
             (layer is not None and layer.simulcast) or self.max_temporal < MAX_TEMPORAL
         )
-        if hdr.ext_profile and not self.ext_identity:
+        tw = self.downlink
+        if tw is not None:
+            # A numbered transport (downlink estimation): the viewer's extension block with
+            # the transport-wide seq in front (Downlink.next_seq and on_sent inlined).
+            ext = NO_EXTENSIONS
+            if hdr.ext_profile:
+                ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
+            tseq = tw.seq
+            tw.seq = (tseq + 1) & 0xFFFF
+            pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
+                                             self.ssrc, tw.ext_id, tseq)
+            if munge_vp8:
+                pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr, arg-type]
+                buf = bytearray(pkt)
+                write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)  # type: ignore[arg-type]
+                pkt = bytes(buf)
+            tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
+        elif hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
             ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
             pkt = rtp.rewrite(

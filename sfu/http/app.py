@@ -253,6 +253,9 @@ def build_app(node: Node) -> web.Application:
     from signalling.http import add_routes as add_commerce_routes
 
     add_commerce_routes(app)
+    from sfu.recording.http import add_routes as add_recording_routes
+
+    add_recording_routes(app)
     from signalling.consult.http import add_routes as add_consult_routes
 
     add_consult_routes(app)

@@ -30,9 +30,10 @@ from sfu.sdp import AnswerMedia
 from sfu.wire import rtcp, rtx
 from sfu.wire.rtcp import RtcpError
 from sfu.wire.rtp import RtpError, iter_extensions, parse_header
-from sfu.wire.twcc import read_transport_seq
+from sfu.wire.twcc import TransportFeedback, read_transport_seq
 
 if TYPE_CHECKING:
+    from sfu.net.downlink import ViewerDownlink
     from sfu.node import Node
 
 log = logging.getLogger("sfu.peer")
@@ -40,6 +41,8 @@ log = logging.getLogger("sfu.peer")
 
 class Peer:
     """The node's side of one peer connection."""
+
+    local = False  # a network sink (recorders are in-process sinks: sfu.recording)
 
     def __init__(
         self,
@@ -99,6 +102,8 @@ class Peer:
         # subscribing
         self.slots: list[Slot] = []
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
+        # downlink bandwidth estimation, when the viewer negotiated transport-cc (sfu.offer)
+        self.bwe: ViewerDownlink | None = None
         # crypto and datachannels
         self._tx: pylibsrtp.Session | None = None
         self._rx: pylibsrtp.Session | None = None
@@ -140,6 +145,8 @@ class Peer:
         if slot in self.slots:
             self.slots.remove(slot)
         self.downtracks_by_ssrc.pop(slot.downtrack.ssrc, None)
+        if self.bwe is not None:
+            self.bwe.remove_track(slot.downtrack)
 
     def add_slot(self, slot: Slot) -> None:
         slot.downtrack.sink = self
@@ -200,6 +207,8 @@ class Peer:
             self._twcc_handle.cancel()
         if self._nack_handle is not None:
             self._nack_handle.cancel()
+        if self.bwe is not None:
+            self.bwe.close()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -315,6 +324,9 @@ class Peer:
             sink = dt.sink
             tx = sink._tx
             if tx is None or sink.addr is None:
+                if sink.local:  # an in-process sink (a recorder): no SRTP, no socket
+                    sink.write(out, now)
+                    continue
                 m.drop("not_connected")
                 continue
             if dt.history is not None:
@@ -479,6 +491,12 @@ class Peer:
                         self.node.request_keyframe(dt.pending or dt.current, now)
             elif isinstance(p, rtcp.Nack):
                 self._on_viewer_nack(p, now)
+            elif isinstance(p, TransportFeedback):
+                if self.bwe is not None:
+                    self.bwe.on_feedback(p, now)
+            elif isinstance(p, rtcp.Remb):
+                if self.bwe is not None:
+                    self.bwe.on_remb(p.bitrate, now)
             elif isinstance(p, rtcp.ReceiverReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
@@ -502,6 +520,8 @@ class Peer:
             dt.responder.set_loss(loss, now)
         if dt.red is not None:
             dt.red.set_loss(loss, now)
+        if self.bwe is not None:
+            self.bwe.on_report(loss, rtt, now)
         self.node.metrics.viewer_loss[dt.kind] = loss
 
     # --- datagrams out -----------------------------------------------------------------------
@@ -515,6 +535,8 @@ class Peer:
         if tx is None or self.addr is None:
             self.node.metrics.drop("not_connected")
             return
+        if self.bwe is not None:
+            packet = self.bwe.stamp(packet, self.node.now())  # RTX: a transport seq of its own
         self.node.send_datagram(tx.protect(packet), self.addr, kind)
 
     def send_rtcp(self, packets: list[rtcp.RtcpPacket]) -> None:

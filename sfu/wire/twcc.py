@@ -301,3 +301,108 @@ def read_transport_seq(data: bytes, hdr: RtpHeader, ext_id: int) -> int | None:
                 return data[pos + 2] << 8 | data[pos + 3]
             pos += 2 + length
     return None
+
+
+NO_EXTENSIONS: tuple[int, bytes] = (0, b"")
+_ONE_BYTE_ELEMENT = struct.Struct("!BHx").pack  # id/len, seq, one padding byte
+_TWO_BYTE_ELEMENT = struct.Struct("!BBH").pack  # id, len, seq
+
+
+def add_transport_seq(ext: tuple[int, bytes], ext_id: int, seq: int) -> tuple[int, bytes]:
+    """An extension block (profile, body padded to 32 bits, as `rtp.pack_extensions` returns)
+    with the transport-wide sequence number element put first.
+
+    The element is built in front of the existing (already padded) body: 4 bytes in the
+    two-byte form, and in the one-byte form 3 bytes plus one padding byte, which RFC 8285
+    allows between elements. So the body is never decoded: one small concatenation per
+    packet and viewer. One-byte form needs `ext_id` in 1..14 (ValueError otherwise).
+    """
+    profile, body = ext
+    if profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        if not 1 <= ext_id <= 255:
+            raise ValueError(f"extension id {ext_id} out of range")
+        return profile, _TWO_BYTE_ELEMENT(ext_id, 2, seq & 0xFFFF) + body
+    if not 1 <= ext_id <= 14:
+        raise ValueError(f"extension id {ext_id} does not fit the one-byte form (1..14)")
+    return ONE_BYTE_PROFILE, _ONE_BYTE_ELEMENT((ext_id << 4) | 1, seq & 0xFFFF) + body
+
+
+def transport_seq_offset(data: bytes | bytearray, hdr: RtpHeader, ext_id: int) -> int | None:
+    """Offset in `data` of the 2-byte value of the transport-wide seq element, or None."""
+    profile = hdr.ext_profile
+    pos, end = hdr.ext_start, hdr.ext_end
+    if profile == ONE_BYTE_PROFILE:
+        while pos < end:
+            b = data[pos]
+            if b == 0:
+                pos += 1
+                continue
+            if b >> 4 == 15:
+                return None
+            length = (b & 0x0F) + 1
+            if b >> 4 == ext_id:
+                return pos + 1 if length == 2 and pos + 3 <= end else None
+            pos += 1 + length
+    elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        while pos < end:
+            i = data[pos]
+            if i == 0:
+                pos += 1
+                continue
+            if pos + 2 > end:
+                return None
+            length = data[pos + 1]
+            if i == ext_id:
+                return pos + 2 if length == 2 and pos + 4 <= end else None
+            pos += 2 + length
+    return None
+
+
+def write_transport_seq(packet: bytes, hdr: RtpHeader, ext_id: int, seq: int) -> bytes | None:
+    """A copy of `packet` whose transport-wide seq element carries `seq` (a retransmission
+    keeps its original's element and must get a number of its own), or None when the packet
+    has no such element."""
+    at = transport_seq_offset(packet, hdr, ext_id)
+    if at is None:
+        return None
+    return b"".join((packet[:at], _U16.pack(seq & 0xFFFF), packet[at + 2:]))
+
+
+_HEAD_ONE = struct.Struct("!BBHIIHHBHx").pack  # fixed header, 0xBEDE block header, element, pad
+_HEAD_TWO = struct.Struct("!BBHIIHHBBH").pack  # fixed header, two-byte block header, element
+_FIXED_HEADER = struct.Struct("!BBHII").pack
+_BLOCK_HEADER = struct.Struct("!HH").pack
+
+
+def rewrite_with_transport_seq(
+    data: bytes, hdr: RtpHeader, ext: tuple[int, bytes], payload_type: int, seq: int,
+    timestamp: int, ssrc: int, ext_id: int, transport_seq: int,
+) -> bytes:
+    """`rtp.rewrite(..., extensions=add_transport_seq(ext, ext_id, transport_seq))` in one
+    struct call and one join: the per-packet, per-viewer rewrite of a numbered transport.
+
+    `ext` is the block the viewer gets without the number (the publisher's, renumbered);
+    marker bit, CSRCs, payload and padding are kept. Positional arguments: it runs once per
+    packet per viewer. One-byte form needs `ext_id` in 1..14 (the negotiation ensures it).
+    """
+    profile, body = ext
+    b0 = data[0] | 0x10
+    b1 = (data[1] & 0x80) | payload_type
+    tseq = transport_seq & 0xFFFF
+    if not body and hdr.csrc_end == 12 and not hdr.ext_profile:
+        # No extensions and no CSRCs in or out (the payload follows the fixed header).
+        return _HEAD_ONE(b0, b1, seq, timestamp, ssrc, ONE_BYTE_PROFILE, 1, (ext_id << 4) | 1,
+                         tseq) + data[12:]
+    two = profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE
+    words = (len(body) >> 2) + 1
+    if hdr.csrc_end == 12:
+        if two:
+            head = _HEAD_TWO(b0, b1, seq, timestamp, ssrc, profile, words, ext_id, 2, tseq)
+        else:
+            head = _HEAD_ONE(b0, b1, seq, timestamp, ssrc, ONE_BYTE_PROFILE, words,
+                             (ext_id << 4) | 1, tseq)
+    else:
+        profile, element = add_transport_seq((profile, b""), ext_id, tseq)
+        head = b"".join((_FIXED_HEADER(b0, b1, seq, timestamp, ssrc), data[12:hdr.csrc_end],
+                         _BLOCK_HEADER(profile, words), element))
+    return b"".join((head, body, memoryview(data)[hdr.payload_start:]))

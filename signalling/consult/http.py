@@ -199,21 +199,64 @@ async def _stop(app: web.Application) -> None:
         await service.close()
 
 
+BASE = "/api/consult/{queue}"
+# (method, path under BASE, handler, summary, who may call it)
+ROUTES: list[tuple[str, str, Any, str, str]] = [
+    ("GET", "/me", me, "The caller's view of the queue (an advisor's poll is its heartbeat)",
+     "advisor or customer"),
+    ("POST", "/requests", create_request, "Ask for a consultation now, or book {slot_at}",
+     "customer"),
+    ("POST", "/requests/{request_id}/cancel", cancel, "Cancel one's own request", "customer"),
+    ("POST", "/available", available, "Mark the advisor free for the next customer", "advisor"),
+    ("POST", "/away", away, "Take the advisor out of the rotation", "advisor"),
+    ("POST", "/requests/{request_id}/accept", accept, "Start the assigned call", "advisor"),
+    ("POST", "/requests/{request_id}/end", end, "End the call", "advisor or customer"),
+    ("POST", "/requests/{request_id}/token", token, "A token for the call's room",
+     "advisor or customer"),
+    ("GET", "/products", products, "The catalogue an advisor can push into a call", "advisor"),
+    ("POST", "/requests/{request_id}/card", card, "Push a product card into the call",
+     "advisor"),
+    ("GET", "/requests/{request_id}/orders", orders, "Orders placed in the call",
+     "advisor or customer"),
+]
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The consultation routes as OpenAPI path items (merged into /api/openapi.json)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, suffix, handler, summary, who in ROUTES:
+        path = BASE + suffix
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in ("queue", "request_id")
+            if "{" + name + "}" in path
+        ]
+        paths.setdefault(path, {})[method.lower()] = {
+            "operationId": "consult_" + handler.__name__,
+            "summary": f"{summary} ({who}; a token for the queue's lobby room, admin = advisor)",
+            "security": [{"bearer": []}],
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"description": "Invalid body or parameter (text/plain reason)"},
+                "401": {"description": "Missing or invalid token"},
+                "403": {"description": "Not allowed for this caller"},
+                "404": {"description": "Unknown request"},
+                "409": {"description": "Not possible in the request's current state"},
+            },
+        }
+    return paths
+
+
 def add_routes(app: web.Application) -> None:
     """The routes, and the service's start/stop with the app (``build_app`` calls this)."""
     app[CONSULT_KEY] = {}
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     r = app.router
-    base = "/api/consult/{queue}"
-    r.add_get(f"{base}/me", me, allow_head=False)
-    r.add_post(f"{base}/requests", create_request)
-    r.add_post(f"{base}/requests/{{request_id}}/cancel", cancel)
-    r.add_post(f"{base}/available", available)
-    r.add_post(f"{base}/away", away)
-    r.add_post(f"{base}/requests/{{request_id}}/accept", accept)
-    r.add_post(f"{base}/requests/{{request_id}}/end", end)
-    r.add_post(f"{base}/requests/{{request_id}}/token", token)
-    r.add_get(f"{base}/products", products, allow_head=False)
-    r.add_post(f"{base}/requests/{{request_id}}/card", card)
-    r.add_get(f"{base}/requests/{{request_id}}/orders", orders, allow_head=False)
+    for method, suffix, handler, *_ in ROUTES:
+        if method == "GET":
+            r.add_get(BASE + suffix, handler, allow_head=False)
+        else:
+            r.add_post(BASE + suffix, handler)

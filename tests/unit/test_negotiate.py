@@ -18,6 +18,7 @@ from sfu.negotiate import (
     match_codec,
     negotiate_publish,
     negotiate_subscribe,
+    subscribe_twcc_id,
 )
 from sfu.sdp import Codec, Extmap, MediaSection, SdpError, parse
 from tests.unit.sdp_samples import SIMULCAST_OFFER, WHEP_OFFER, WHIP_OFFER
@@ -221,15 +222,28 @@ def test_subscribe_whep_video_keeps_all_supported_codecs() -> None:
     assert neg.extmaps == [Extmap(3, EXT_VIDEO_ORIENTATION), Extmap(12, EXT_PLAYOUT_DELAY)]
 
 
-def test_subscribe_gets_no_transport_cc_yet() -> None:
-    # Subscribers need the node's send-side estimator before transport-cc can be answered.
+def test_subscribe_gets_transport_cc_for_the_send_side_estimator() -> None:
+    # Viewers get transport-cc (extension + feedback) so the node can estimate their downlink.
     vp8 = Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "nack pli", "goog-remb"])
     m = _video(vp8, extmaps=[Extmap(3, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)])
     m.direction = "recvonly"
     neg = negotiate_subscribe(m)
+    assert neg.codecs[0].rtcp_fb == ["transport-cc", "nack pli"]
+    assert neg.extmaps == [Extmap(3, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)]
+    assert subscribe_twcc_id(m) == 3
+    # It is never forwarded end to end: the node numbers the viewer's transport itself.
+    assert extension_map([Extmap(5, TWCC)], neg.extmaps) == {}
+
+
+def test_subscribe_without_usable_transport_cc_id_gets_none() -> None:
+    # An id the one-byte header cannot carry (> 14): no transport-cc (null estimator).
+    vp8 = Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "nack pli"])
+    m = _video(vp8, extmaps=[Extmap(15, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)])
+    m.direction = "recvonly"
+    neg = negotiate_subscribe(m)
     assert neg.codecs[0].rtcp_fb == ["nack pli"]
     assert neg.extmaps == [Extmap(13, EXT_VIDEO_ORIENTATION)]
-    assert negotiate_publish(m).extmaps == [Extmap(3, TWCC), Extmap(13, EXT_VIDEO_ORIENTATION)]
+    assert subscribe_twcc_id(m) is None
 
 
 def test_subscribe_whep_audio() -> None:

@@ -56,6 +56,14 @@ class Estimator(ABC):
         """A packet of `size` bytes carrying `transport_seq` (16 bits) left for the viewer."""
         return None
 
+    def on_packets_sent(self, packets: list[tuple[int, int, float, int | None]]) -> None:
+        """Several `on_packet_sent` calls at once: (transport_seq, size, now, probe_cluster)
+        in send order. The node batches what it sends between feedbacks and timers (the
+        per-packet call is the costly part of numbering); an implementation may override
+        this with a tighter loop, with the same result as the calls one by one."""
+        for seq, size, now, cluster in packets:
+            self.on_packet_sent(seq, size, now, cluster)
+
     def on_feedback(self, feedback: TransportFeedback, now: float) -> None:
         """A transport-cc feedback message from the viewer arrived at `now`."""
         return None

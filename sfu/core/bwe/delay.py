@@ -146,15 +146,22 @@ class TrendlineEstimator:
 
 
 def _slope(points: deque[tuple[float, float]]) -> float | None:
+    """Least-squares slope, in one pass (it runs once per packet group of every viewer).
+
+    Coordinates are taken relative to the first point so the sums stay small (x grows with
+    the connection's age) and `n * sxx - sx * sx` does not cancel catastrophically."""
     n = len(points)
-    mx = sum(p[0] for p in points) / n
-    my = sum(p[1] for p in points) / n
-    num = den = 0.0
+    x0, y0 = points[0]
+    sx = sy = sxy = sxx = 0.0
     for x, y in points:
-        dx = x - mx
-        num += dx * (y - my)
-        den += dx * dx
-    return num / den if den > 0 else None
+        x -= x0
+        y -= y0
+        sx += x
+        sy += y
+        sxy += x * y
+        sxx += x * x
+    den = n * sxx - sx * sx
+    return (n * sxy - sx * sy) / den if den > 0 else None
 
 
 class OveruseDetector:

@@ -132,6 +132,34 @@ class GccEstimator(Estimator):
             self._probes.process(self._target, now)
             self._timer = now + TIMER_INTERVAL
 
+    def on_packets_sent(self, packets: list[tuple[int, int, float, int | None]]) -> None:
+        """`on_packet_sent` for a batch, trimming the history once at the end."""
+        if not packets:
+            return
+        sent = self._sent
+        highest = self._highest_sent
+        probe_rates = self._probe_rates
+        for transport_seq, size, now, probe_cluster in packets:
+            if highest is None:
+                ext = highest = transport_seq & 0xFFFF
+            else:
+                ext = highest + ((transport_seq - highest + 0x8000) & 0xFFFF) - 0x8000
+                if ext > highest:
+                    highest = ext
+            sent[ext] = (now, size, probe_cluster)
+            if probe_cluster is not None:
+                probe_rates.on_sent(probe_cluster, size, now)
+        self._highest_sent = highest
+        now = packets[-1][2]
+        while sent and (len(sent) > MAX_SENT or next(iter(sent.values()))[0] < now - SENT_HISTORY):
+            seq, _ = sent.popitem(last=False)
+            self._acked_seqs.discard(seq)
+        if not self._started:
+            first = packets[0][2]
+            self._started = True
+            self._probes.process(self._target, first)
+            self._timer = first + TIMER_INTERVAL
+
     def on_feedback(self, feedback: TransportFeedback, now: float) -> None:
         self.feedbacks += 1
         self._last_feedback = now

@@ -94,3 +94,18 @@ def test_no_estimate_means_no_ceiling() -> None:
     alloc = a.update(None, 0.0)
     assert v.allocated_rank == 2
     assert not alloc.deficient
+
+
+def test_a_layer_paused_by_dynacast_counts_at_least_its_nominal_rate() -> None:
+    a = Allocator()
+    v = _video(1)
+    a.add_track(v)
+    h = v.receiver.ranked()[1]  # type: ignore[union-attr]
+    h.stats._bytes = 0
+    a.layer_bitrates(v, 0.0)
+    h.stats._bytes = 12_500  # 100 kbit/s over the first second (a ramp-up moment)
+    assert a.layer_bitrates(v, 1.0)[1] == 100_000
+    h.paused = True  # dynacast stopped it: no new bytes
+    assert a.layer_bitrates(v, 2.0)[1] == 500_000  # not the decaying/stale measurement
+    h.paused = False
+    assert a.layer_bitrates(v, 2.5)[1] < 500_000  # running again: measured

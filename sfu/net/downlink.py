@@ -1,0 +1,253 @@
+"""The node side of one viewer's downlink estimate: feedback in, layers and probes out.
+
+`ViewerDownlink` is what a viewer `Peer` holds (`peer.bwe`) when the viewer negotiated
+transport-cc. The sans-I/O parts live in `sfu.core.downlink.Downlink`; this shell:
+
+* feeds it the viewer's RTCP (transport-cc, REMB, report blocks) and the node's tick;
+* applies each allocation: video whose rank became -1 is paused with its own flag
+  (`DownTrack.allocator_paused`), resumed video restarts on a key frame, and any other change
+  goes through `Node.reselect` (layer switch on the next key frame of the new layer);
+* numbers what leaves outside `DownTrack.forward` (RTX: `stamp`);
+* sends probe clusters as padding-only packets on a video RTX stream of the viewer, paced by
+  a `Pacer` that carries nothing but probes. A viewer without RTX is not probed, and its
+  video is never paused (it keeps the lowest layer): without probes nothing would resume it.
+
+Media itself is not paced (the forward loop sends at once); see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sfu.core.bwe import NORMAL, OVERUSING, UNDERUSING, create
+from sfu.core.downlink import PADDING_BYTES, SRTP_OVERHEAD, Downlink, padding_packet
+from sfu.core.downtrack import DownTrack
+from sfu.core.pacer import Pacer
+from sfu.wire.rtp import RtpError, parse_header
+from sfu.wire.twcc import TransportFeedback, pack_transport_seq, transport_seq_offset
+
+if TYPE_CHECKING:
+    from sfu.net.peer import Peer
+
+log = logging.getLogger("sfu.bwe")
+
+PROBE_PACKET = 12 + 8 + PADDING_BYTES  # header + one-element extension block + padding
+OBSERVE_INTERVAL = 1.0  # seconds between samples of the estimate histogram, per viewer
+REALLOCATE_INTERVAL = 0.02  # urgent (downward) feedback-driven allocations at most this often
+
+
+class ViewerDownlink:
+    def __init__(self, peer: Peer, ext_id: int, estimator: str = "gcc", *,
+                 probing: bool = True) -> None:
+        self.peer = peer
+        self.core = Downlink(create(estimator), ext_id)
+        self.probing = probing
+        self._pacer = Pacer(target_bitrate=1.0, factor=1.0,
+                            padding_size=PROBE_PACKET + SRTP_OVERHEAD)
+        self._pacer_at: float | None = None
+        self._pacer_handle: asyncio.TimerHandle | None = None
+        self._next_observe = 0.0
+        self._allocated_at = 0.0
+        self.closed = False
+
+    # --- membership ------------------------------------------------------------------------
+
+    def add_track(self, dt: DownTrack) -> None:
+        dt.downlink = self.core
+        self.core.add_track(dt, priority=1 if dt.kind == "video" else 0)
+
+    def remove_track(self, dt: DownTrack) -> None:
+        self.core.remove_track(dt)
+        dt.downlink = None
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def on_feedback(self, feedback: TransportFeedback, now: float) -> None:
+        self.peer.node.metrics.bwe["feedback"] += 1
+        core = self.core
+        core.on_feedback(feedback, now)
+        # Reallocate at once when the estimate no longer covers what is allocated (down
+        # moves are urgent); anything else waits for the node tick (100 ms): allocating on
+        # every feedback costs more CPU than it buys.
+        last, est = core.last, core.estimate
+        if est is not None and (last is None or est < last.allocated) and (
+                now - self._allocated_at >= REALLOCATE_INTERVAL):
+            self.reallocate(now)
+
+    def on_remb(self, bitrate: float, now: float) -> None:
+        self.core.on_remb(bitrate, now)
+
+    def on_report(self, fraction_lost: float, rtt: float | None, now: float) -> None:
+        if rtt is not None:
+            self.core.on_rtt(rtt, now)
+        self.core.on_loss(fraction_lost, now)
+
+    def tick(self, now: float) -> None:
+        self.reallocate(now)
+        est = self.core.estimate
+        if est is not None and now >= self._next_observe:
+            self._next_observe = now + OBSERVE_INTERVAL
+            self.peer.node.metrics.bwe_estimate.observe(est)
+
+    # --- allocation ------------------------------------------------------------------------
+
+    def reallocate(self, now: float) -> None:
+        if self.closed or self.peer.state != "connected":
+            return
+        core = self.core
+        before = core.state
+        alloc = core.update(now)
+        self._allocated_at = now
+        m = self.peer.node.metrics
+        if core.state != before:
+            m.bwe["congested" if core.state == OVERUSING else "uncongested"] += 1
+        for dt in alloc.changed if alloc is not None else ():
+            self._apply(dt, now)
+        probes = core.pop_probes()
+        if probes and self.probing and self._probe_stream() is not None:
+            for cluster in probes:
+                self._pacer.start_probe(cluster, now)
+                m.bwe["probe_clusters"] += 1
+            self._arm_pacer()
+
+    def _apply(self, dt: DownTrack, now: float) -> None:
+        node = self.peer.node
+        m = node.metrics
+        rank = dt.allocated_rank
+        if rank is not None and rank < 0 and not (self.probing and self._probe_stream()):
+            # Nothing could lift a pause (no probing: the estimate only grows with what is
+            # sent), so such a viewer keeps the lowest layer instead (choose_layer clamps).
+            m.bwe["pause_avoided"] += 1
+            node.reselect(dt, now)
+            return
+        if rank is not None and rank < 0:
+            if not dt.allocator_paused:
+                dt.set_allocator_paused(True, now)
+                m.bwe["video_paused"] += 1
+            return
+        if dt.allocator_paused:
+            dt.set_allocator_paused(False, now)
+            m.bwe["video_resumed"] += 1
+            node.reselect(dt, now)
+            layer = dt.pending or dt.current
+            if layer is not None and not dt.paused:
+                node.request_keyframe(layer, now)
+            return
+        m.bwe["allocation_changes"] += 1
+        node.reselect(dt, now)
+        current, pending = dt.current, dt.pending
+        if (rank is not None and pending is not None and current is not None
+                and dt.receiver is not None and not dt.awaiting_keyframe):
+            ranked = dt.receiver.ranked()
+            if current in ranked and pending in ranked and (
+                    ranked.index(pending) < ranked.index(current)):
+                # Down because the link narrowed: stop the old layer now rather than at the
+                # new layer's key frame, so that key frame meets a draining queue.
+                dt.restart_on_keyframe(now)
+                m.bwe["layer_shed"] += 1
+
+    # --- numbering outside the forward loop ------------------------------------------------
+
+    def stamp(self, packet: bytes, now: float) -> bytes:
+        """`packet` (an RTX copy of a numbered packet) with a transport-wide seq of its own."""
+        try:
+            hdr = parse_header(packet)
+        except RtpError:
+            return packet
+        core = self.core
+        at = transport_seq_offset(packet, hdr, core.ext_id)
+        if at is None:
+            return packet
+        seq = core.next_seq()
+        out = b"".join((packet[:at], pack_transport_seq(seq), packet[at + 2:]))
+        core.on_sent(seq, len(out), now)
+        return out
+
+    # --- probes ----------------------------------------------------------------------------
+
+    def _probe_stream(self) -> DownTrack | None:
+        """A forwarding video down-track with a negotiated RTX stream (probes go on it)."""
+        for slot in self.peer.slots:
+            dt = slot.downtrack
+            r = dt.responder
+            if (dt.kind == "video" and r is not None and r.rtx is not None
+                    and dt.receiver is not None and not dt.paused):
+                return dt
+        return None
+
+    def _arm_pacer(self) -> None:
+        at = self._pacer.get_timer()
+        if at == self._pacer_at and self._pacer_handle is not None:
+            return
+        if self._pacer_handle is not None:
+            self._pacer_handle.cancel()
+            self._pacer_handle = None
+        self._pacer_at = at
+        if at is not None and not self.closed:
+            self._pacer_handle = asyncio.get_running_loop().call_at(at, self._on_pacer)
+
+    def _on_pacer(self) -> None:
+        self._pacer_handle = None
+        if self.closed:
+            return
+        peer = self.peer
+        now = max(peer.node.now(), self._pacer_at or 0.0)
+        self._pacer_at = None
+        out = self._pacer.handle_timer(now)
+        dt = self._probe_stream()
+        tx = peer._tx
+        if out and dt is not None and tx is not None and peer.addr is not None:
+            rtx = dt.responder.rtx  # type: ignore[union-attr]
+            assert rtx is not None
+            core = self.core
+            m = peer.node.metrics
+            ts = dt.stats.last_rtp_timestamp or 0  # the last media timestamp, as libwebrtc pads
+            for p in out:
+                rtx_seq = dt.responder.next_rtx_seq()  # type: ignore[union-attr]
+                if rtx_seq is None:
+                    break
+                seq = core.next_seq()
+                pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
+                                     timestamp=ts, ext_id=core.ext_id, transport_seq=seq)
+                core.on_sent(seq, len(pkt), now, p.probe_cluster)
+                peer.node.send_datagram(tx.protect(pkt), peer.addr, "probe")
+                m.bwe["probe_packets"] += 1
+                m.bwe["probe_bytes"] += len(pkt)
+        self._arm_pacer()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._pacer_handle is not None:
+            self._pacer_handle.cancel()
+            self._pacer_handle = None
+
+
+def bitrate_gauge(peers: Iterable[Peer]) -> dict[tuple[str, ...], float]:
+    """Summed over viewers with an estimate: available (the estimates), allocated, desired."""
+    out: dict[tuple[str, ...], float] = {("available",): 0.0, ("allocated",): 0.0,
+                                         ("desired",): 0.0}
+    for peer in peers:
+        bwe = peer.bwe
+        alloc = bwe.core.last if bwe is not None else None
+        if alloc is None or alloc.available is None:
+            continue
+        out[("available",)] += alloc.available
+        out[("allocated",)] += alloc.allocated
+        out[("desired",)] += alloc.desired
+    return out
+
+
+def state_gauge(peers: Iterable[Peer]) -> dict[tuple[str, ...], float]:
+    """Viewers by estimator state (`overusing` = congested) and `no_feedback` yet."""
+    out: dict[tuple[str, ...], float] = {(s,): 0.0 for s in (NORMAL, OVERUSING, UNDERUSING,
+                                                               "no_feedback")}
+    for peer in peers:
+        bwe = peer.bwe
+        if bwe is None:
+            continue
+        key = bwe.core.state if bwe.core.feedback_seen else "no_feedback"
+        out[(key,)] = out.get((key,), 0.0) + 1
+    return out
