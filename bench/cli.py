@@ -48,6 +48,11 @@ def _build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--out", type=Path, default=Path("bench-results/forwarding.json"),
                      help="JSON results (default bench-results/forwarding.json)")
     fwd.add_argument("--skip-floor", action="store_true", help="do not run the floor loop")
+    fwd.add_argument("--twcc", action="store_true",
+                     help="subscribers negotiate transport-cc and return feedback (the node "
+                          "numbers their egress and runs its estimator and allocator)")
+    fwd.add_argument("--twcc-silent", action="store_true",
+                     help="with --twcc: subscribers send no feedback (numbering cost alone)")
 
     fan = sub.add_parser(
         "fanout",
@@ -66,6 +71,16 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_sim_commands(sub)
     _add_simulcast_command(sub)
     _add_load_commands(sub)
+    rec = sub.add_parser(
+        "record", help="node CPU per recorded stream, as a ratio to forwarding it to a viewer"
+    )
+    rec.add_argument("--duration", type=_positive, default=10.0,
+                     help="measured window per mode, seconds (default 10)")
+    rec.add_argument("--warmup", type=_positive, default=2.0,
+                     help="warm-up before each window, seconds (default 2)")
+    rec.add_argument("--repeats", type=int, default=2, help="rounds of the 3 modes (default 2)")
+    rec.add_argument("--out", type=Path, default=Path("bench-results/recording.json"),
+                     help="JSON results (default bench-results/recording.json)")
     return parser
 
 
@@ -79,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("error: --joins must be between 0 and 200")
         return forwarding_main(
             Options(subscribers=args.subscribers, duration=args.duration, warmup=args.warmup,
-                    joins=args.joins, out=args.out, skip_floor=args.skip_floor)
+                    joins=args.joins, out=args.out, skip_floor=args.skip_floor,
+                    twcc=args.twcc, twcc_feedback=not args.twcc_silent)
         )
     if args.command == "fanout":
         from bench.fanout import Options as FanoutOptions
@@ -99,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_simulcast(args)
     if args.command in ("load", "compare", "replay"):
         return _run_load_commands(args)
+    if args.command == "record":
+        from bench.recording import main as record_main
+
+        return record_main(warmup=args.warmup, duration=args.duration,
+                           repeats=max(1, min(args.repeats, 10)), out=args.out)
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover
 
 

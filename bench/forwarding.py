@@ -244,11 +244,14 @@ async def run_scenario(
     *,
     warmup: float,
     duration: float,
+    twcc: bool = False,
+    twcc_feedback: bool = True,
 ) -> Scenario:
     room = f"fwd-{n}-{secrets.token_hex(3)}"
     res = Scenario(subscribers=n)
     pub = RawPublisher(cert, stream, name="pub")
-    subs = [RawPeer(cert, publish=False, audio=bool(stream.audio), name=f"sub{i}")
+    subs = [RawPeer(cert, publish=False, audio=bool(stream.audio), name=f"sub{i}", twcc=twcc,
+                    twcc_feedback=twcc_feedback)
             for i in range(n)]
     try:
         await asyncio.wait_for(pub.connect(http, node.url, room, _token(room, "pub", "publish")),
@@ -432,6 +435,8 @@ class Options:
     joins: int = 20
     out: Path = Path("bench-results/forwarding.json")
     skip_floor: bool = False
+    twcc: bool = False  # subscribers offer transport-cc: the node numbers every egress packet
+    twcc_feedback: bool = True  # ... and return transport-cc feedback (estimator + allocator)
 
 
 async def _run(opts: Options) -> dict[str, Any]:
@@ -452,7 +457,8 @@ async def _run(opts: Options) -> dict[str, Any]:
             "audio_packets_per_second": 50 if stream.audio else 0,
         },
         "options": {"subscribers": opts.subscribers, "duration": opts.duration,
-                    "warmup": opts.warmup, "joins": opts.joins},
+                    "warmup": opts.warmup, "joins": opts.joins, "twcc": opts.twcc,
+                    "twcc_feedback": opts.twcc_feedback},
     }
     scenarios: list[Scenario] = []
     with tempfile.TemporaryDirectory(prefix="bench-fwd-") as tmp:
@@ -467,7 +473,8 @@ async def _run(opts: Options) -> dict[str, Any]:
                 for n in opts.subscribers:
                     print(f"scenario: 1 publisher -> {n} subscribers")
                     sc = await run_scenario(node, http, stream, cert, n,
-                                            warmup=opts.warmup, duration=opts.duration)
+                                            warmup=opts.warmup, duration=opts.duration,
+                                            twcc=opts.twcc, twcc_feedback=opts.twcc_feedback)
                     scenarios.append(sc)
                     print(f"  {_scenario_line(sc)}")
                     await asyncio.sleep(1.0)  # let the node close the sessions

@@ -43,10 +43,16 @@ from aiortc.rtcdtlstransport import (
 )
 
 from sfu import sdp as sdplib
+from sfu.core.nack import NackGenerator
+from sfu.core.twcc import FeedbackGenerator
 from sfu.net.dtls import DatagramPipe, make_dtls
 from sfu.wire import rtcp
+from sfu.wire import rtx as rtx_wire
+from sfu.wire.rtp import RtpError, parse_header
+from sfu.wire.twcc import read_transport_seq
 
 VIDEO_PT = 96
+RTX_PT = 97  # offered (apt=96) by subscribers that NACK (RawPeer(nack=True))
 AUDIO_PT = 111
 VIDEO_CLOCK = 90_000
 AUDIO_CLOCK = 48_000
@@ -54,12 +60,15 @@ AUDIO_PTIME = 0.020
 MAX_PAYLOAD = 1200  # bytes of RTP payload, VP8 descriptor included
 VP8_DESCRIPTOR = 4  # X=1, I=1 with a 15-bit picture id (M=1)
 CONSENT_INTERVAL = 2.0
+RR_INTERVAL = 0.5  # s, receiver reports of a NACKing subscriber
 ICE_TIMEOUT = 5.0
 DTLS_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
 MAX_ARRIVALS = 500_000  # per peer: bounds memory when recording for long
 EXT_ID_MID = 1  # header extension ids of a simulcast publisher's offer (mid, rtp-stream-id)
 EXT_ID_RID = 2
+EXT_ID_TWCC = 5
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 RID_PACKETS = 30  # packets of each layer that carry mid and rid (the node learns SSRCs by them)
 VP8_TL_DESCRIPTOR = 6  # X=1; I (15-bit picture id), L (TL0PICIDX), T (TID, Y) present
 TEMPORAL_PATTERN = (0, 2, 1, 2)  # TID per frame: the usual three-layer L1T3 pattern
@@ -230,6 +239,8 @@ def build_offer(
     candidate: tuple[str, int] | None = None,
     cname: str = "rawpeer",
     rids: list[str] | None = None,
+    twcc: bool = False,
+    rtx: bool = False,
 ) -> str:
     """A BUNDLEd, rtcp-muxed offer: video (mid 0) and optionally Opus audio (mid 1).
 
@@ -237,7 +248,9 @@ def build_offer(
     otherwise recvonly ones. With ``rids`` (publish only) the video section announces RID
     simulcast instead of a video a=ssrc: a=rid:<rid> send per layer, a=simulcast:send in that
     order, and the mid and rtp-stream-id header extensions (ids :data:`EXT_ID_MID` and
-    :data:`EXT_ID_RID`) by which the node learns each layer's SSRC.
+    :data:`EXT_ID_RID`) by which the node learns each layer's SSRC. ``rtx`` (receiving
+    only) also offers RTX (:data:`RTX_PT`, apt=:data:`VIDEO_PT`) for the node's
+    retransmissions.
     """
     if rids is not None and (not publish or len(rids) < 2):
         raise ValueError("RID simulcast needs a publishing offer and at least two rids")
@@ -281,6 +294,12 @@ def build_offer(
         f"a=rtcp-fb:{VIDEO_PT} nack pli",
         f"a=rtcp-fb:{VIDEO_PT} ccm fir",
     ]
+    if rtx and not publish:
+        lines += [f"a=rtpmap:{RTX_PT} rtx/{VIDEO_CLOCK}", f"a=fmtp:{RTX_PT} apt={VIDEO_PT}"]
+    if twcc:
+        # Offer transport-cc: the node numbers its egress to this peer (RawPeer(twcc=True)
+        # returns the feedback).
+        lines += [f"a=rtcp-fb:{VIDEO_PT} transport-cc", f"a=extmap:{EXT_ID_TWCC} {TWCC_URI}"]
     if rids is not None:
         lines += [
             f"a=extmap:{EXT_ID_MID} urn:ietf:params:rtp-hdrext:sdes:mid",
@@ -312,6 +331,7 @@ class Answer:
     fingerprints: list[tuple[str, str]]
     address: tuple[str, int]
     ssrc_kinds: dict[int, str]
+    rtx: dict[int, tuple[int, int]] = field(default_factory=dict)  # RTX ssrc -> (media, apt)
 
 
 def build_answer(
@@ -380,7 +400,13 @@ def read_answer(text: str, fallback_host: str = "127.0.0.1") -> Answer:
     m = _candidate_re.search(text)
     address = (m.group(1), int(m.group(2))) if m else (fallback_host, first.port)
     kinds = {ssrc: sec.kind for sec in active for ssrc in sec.ssrcs}
-    return Answer(ufrag, pwd, fingerprints, address, kinds)
+    rtx: dict[int, tuple[int, int]] = {}
+    for sec in active:
+        apt = next((c.apt for c in sec.codecs if c.name == "RTX" and c.apt is not None), None)
+        for semantic, group in sec.ssrc_groups:
+            if semantic == "FID" and len(group) == 2 and apt is not None:
+                rtx[group[1]] = (group[0], apt)
+    return Answer(ufrag, pwd, fingerprints, address, kinds, rtx)
 
 
 # --- the peer -------------------------------------------------------------------------------
@@ -396,10 +422,20 @@ class RawPeer(asyncio.DatagramProtocol):
         publish: bool,
         audio: bool = True,
         name: str = "rawpeer",
+        twcc: bool = False,
+        twcc_feedback: bool = True,
+        nack: bool = False,
+        nack_rtt: float = 0.1,
     ) -> None:
         self.certificate = certificate
         self.publish = publish
         self.audio = audio
+        # With twcc the peer also returns transport-cc feedback, as a browser would, so the
+        # node's estimator and allocator run for it (FeedbackGenerator, every 50 ms).
+        self.twcc = twcc
+        self.twcc_feedback = twcc_feedback  # False: negotiate only (numbering cost alone)
+        self._twcc_gen: FeedbackGenerator | None = None
+        self._twcc_task: asyncio.Task[None] | None = None
         self.name = name
         self.ufrag = secrets.token_hex(4)
         self.pwd = secrets.token_hex(16)
@@ -429,6 +465,28 @@ class RawPeer(asyncio.DatagramProtocol):
         self.arrivals: list[tuple[int, float]] = []  # (picture id, time.monotonic())
         self.first_video_at: float | None = None
         self.on_rtcp: Callable[[list[rtcp.RtcpPacket]], None] | None = None
+        # Loss recovery (subscribers, ``nack=True``): RTX offered, video gaps NACKed by
+        # sfu.core.nack.NackGenerator with a fixed ``nack_rtt`` (no RTT measurement here),
+        # RTX unwrapped, duplicates dropped, a PLI when it gives up, RRs every RR_INTERVAL.
+        self.nack = nack and not publish
+        self._nack_gen = NackGenerator(rtt=nack_rtt) if self.nack else None
+        self._nack_handle: asyncio.TimerHandle | None = None
+        self._nack_at: float | None = None
+        self._seen: dict[int, None] = {}  # recent video seqs (duplicate filter)
+        self._video_ssrc_in: int | None = None
+        self._rr_task: asyncio.Task[None] | None = None
+        self._rr_ext: int | None = None  # extended highest original seq (RR bookkeeping)
+        self._rr_base: int | None = None
+        self._rr_prev_ext: int | None = None
+        self._rr_prev_received = 0
+        self._rr_received = 0  # original (not retransmitted) video packets
+        self.nacks_sent = 0  # NACK packets
+        self.nacked_seqs = 0  # seq entries in them (retries included)
+        self.rtx_received = 0  # retransmissions that arrived (on RTX), duplicates included
+        self.rtx_bytes = 0
+        self.duplicates = 0
+        self.plis_sent = 0
+        self._last_pli = 0.0
 
     # --- asyncio protocol --------------------------------------------------------------------
 
@@ -463,8 +521,29 @@ class RawPeer(asyncio.DatagramProtocol):
             except pylibsrtp.Error:
                 self.unprotect_errors += 1
                 return
+            gen = self._twcc_gen
+            if gen is not None:
+                try:
+                    tseq = read_transport_seq(plain, parse_header(plain), EXT_ID_TWCC)
+                except RtpError:
+                    tseq = None
+                if tseq is not None:
+                    gen.record(tseq, time.monotonic())
             ssrc = int.from_bytes(plain[8:12], "big")
+            retransmission = False
+            if self.nack and self.answer is not None and ssrc in self.answer.rtx:
+                media_ssrc, apt = self.answer.rtx[ssrc]
+                try:
+                    _, plain = rtx_wire.unwrap(plain, media_ssrc=media_ssrc, media_pt=apt)
+                except RtpError:
+                    return  # padding-only RTX (a bandwidth probe): nothing to recover
+                self.rtx_received += 1
+                self.rtx_bytes += len(data)
+                ssrc, retransmission = media_ssrc, True
             kind = self.answer.ssrc_kinds.get(ssrc, "other") if self.answer else "other"
+            if kind == "video" and self.nack and not self._on_video_seq(
+                    ssrc, (plain[2] << 8) | plain[3], retransmission):
+                return
             self.packets[kind] += 1
             self.bytes[kind] += len(data)
             if kind == "video":
@@ -480,6 +559,77 @@ class RawPeer(asyncio.DatagramProtocol):
         elif 19 < first < 64:
             if self._pipe is not None:
                 self._pipe.feed(data)
+
+    # --- loss recovery (nack=True) -----------------------------------------------------------
+
+    def _on_video_seq(self, ssrc: int, seq: int, retransmission: bool) -> bool:
+        """Feed the NACK generator; False for a duplicate (already received) packet."""
+        if seq in self._seen:
+            self.duplicates += 1
+            return False
+        self._seen[seq] = None
+        if len(self._seen) > 4096:
+            del self._seen[next(iter(self._seen))]
+        self._video_ssrc_in = ssrc
+        gen = self._nack_gen
+        assert gen is not None
+        if not retransmission:
+            self._rr_received += 1
+            ext = self._rr_ext
+            if ext is None:
+                self._rr_ext = self._rr_base = self._rr_prev_ext = seq
+            else:
+                diff = ((seq - ext + 0x8000) & 0xFFFF) - 0x8000
+                if diff > 0:
+                    self._rr_ext = ext + diff
+        loop = asyncio.get_running_loop()
+        gen.on_packet(seq, loop.time(), is_retransmission=retransmission)
+        at = gen.get_timer()
+        if at is not None and (self._nack_at is None or at < self._nack_at):
+            if self._nack_handle is not None:
+                self._nack_handle.cancel()
+            self._nack_at = at
+            self._nack_handle = loop.call_at(at, self._on_nack_timer)
+        return True
+
+    def _on_nack_timer(self) -> None:
+        self._nack_handle = None
+        self._nack_at = None
+        gen, ssrc = self._nack_gen, self._video_ssrc_in
+        if gen is None or ssrc is None or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        seqs = gen.handle_timer(now)
+        for i in range(0, len(seqs), 100):
+            self.send_rtcp([rtcp.Nack(self.rtcp_ssrc, ssrc, seqs[i:i + 100])])
+            self.nacks_sent += 1
+        self.nacked_seqs += len(seqs)
+        if gen.take_keyframe_request() and now - self._last_pli >= 0.5:
+            self._last_pli = now
+            self.plis_sent += 1
+            self.send_rtcp([rtcp.Pli(self.rtcp_ssrc, ssrc)])
+        at = gen.get_timer()
+        if at is not None:
+            self._nack_at = max(at, now + 0.001)
+            self._nack_handle = loop.call_at(self._nack_at, self._on_nack_timer)
+
+    async def _rr_loop(self) -> None:
+        """Receiver reports for video: loss fraction of original packets over the interval
+        (as libwebrtc counts it); no LSR, so the node learns loss from them but no RTT."""
+        while not self.closed:
+            await asyncio.sleep(RR_INTERVAL)
+            ext, prev, ssrc = self._rr_ext, self._rr_prev_ext, self._video_ssrc_in
+            if ext is None or prev is None or ssrc is None or self._rr_base is None:
+                continue
+            expected = ext - prev
+            received = self._rr_received - self._rr_prev_received
+            self._rr_prev_ext, self._rr_prev_received = ext, self._rr_received
+            fraction = 0 if expected <= 0 else max(
+                0, min(255, (expected - received) * 256 // expected))
+            lost = max(0, ext - self._rr_base + 1 - self._rr_received)
+            block = rtcp.ReportBlock(ssrc, fraction, lost, ext & 0xFFFFFFFF, 0, 0, 0)
+            self.send_rtcp([rtcp.ReceiverReport(self.rtcp_ssrc, [block])])
 
     def _on_stun(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
         try:
@@ -523,6 +673,8 @@ class RawPeer(asyncio.DatagramProtocol):
             audio=self.audio,
             candidate=self.local,
             cname=self.name,
+            twcc=self.twcc,
+            rtx=self.nack,
         )
 
     async def connect(
@@ -559,6 +711,19 @@ class RawPeer(asyncio.DatagramProtocol):
         await self._ice()
         await self._handshake()
         self._consent = asyncio.ensure_future(self._consent_loop())
+        if self.nack:
+            self._rr_task = asyncio.ensure_future(self._rr_loop())
+        if self.twcc and self.twcc_feedback:
+            self._twcc_gen = FeedbackGenerator(sender_ssrc=self.rtcp_ssrc)
+            self._twcc_task = asyncio.ensure_future(self._twcc_loop())
+
+    async def _twcc_loop(self) -> None:
+        gen = self._twcc_gen
+        assert gen is not None
+        while not self.closed:
+            await asyncio.sleep(0.05)
+            for feedback in gen.handle_timer(time.monotonic()):
+                self.send_rtcp([feedback])
 
     def answer_offer(self, offer_sdp: str) -> str:
         """Answer mode: a recvonly answer to a sending peer's offer (e.g. Janus's subscriber
@@ -654,6 +819,16 @@ class RawPeer(asyncio.DatagramProtocol):
                 ) as resp:
                     await resp.read()
         self.closed = True
+        if self._nack_handle is not None:
+            self._nack_handle.cancel()
+        if self._twcc_task is not None:
+            self._twcc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._twcc_task
+        if self._rr_task is not None:
+            self._rr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rr_task
         if self._consent is not None:
             self._consent.cancel()
             with contextlib.suppress(asyncio.CancelledError):

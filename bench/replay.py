@@ -12,9 +12,15 @@ the proxy by rewriting the candidates of the node's answer
 Measured over the window, per subscriber: loss on the links (proxy link counters: before
 recovery), residual loss (packets that never reached the subscriber: after recovery),
 per-packet one-way latency (publisher send time of the VP8 picture id to arrival, same
-process), received bitrate against the bottleneck capacity, in bins. **No recovery runs in
-this path**: the rawpeer subscribers send no NACK and the publisher sends no RTX/FEC, so
-residual loss equals what the links dropped (and anything the node dropped).
+process), received bitrate against the bottleneck capacity, in bins. With ``--recovery none``
+(the default) the rawpeer subscribers send no NACK, so residual loss equals what the links
+dropped (and anything the node dropped). With ``--recovery nack`` they offer RTX, NACK
+video gaps (sfu.core.nack.NackGenerator, RTT assumed = 2 x --delay + --jitter + 5 ms),
+unwrap the node's RTX, drop duplicates and send receiver reports: residual loss is then
+what the node's retransmissions did not repair. The publisher never retransmits (loss on
+its uplink stays unrepaired). Per frame: ``frames_incomplete`` (a frame with any packet
+missing, a stand-in for a frozen/undecodable frame) and the frame latency (send to arrival
+of its last packet).
 
 Output: ``<out>/report.json`` (the bench report shape of docs/bench.md, fields that a
 real-time run cannot fill are null), ``summary.md`` and the PNG plots of
@@ -63,6 +69,7 @@ class ReplayOptions:
     jitter_ms: float = 0.0
     queue_ms: float | None = None
     seed: int = 1
+    recovery: str = "none"  # none | nack (subscribers NACK, RTX negotiated)
     bin_s: float = 1.0
     plots: bool = True
     out: Path = Path("bench-results/replay")
@@ -203,6 +210,8 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
     series_subs: dict[str, Any] = {}
     metrics_subs: dict[str, Any] = {}
     all_lat: list[float] = []
+    all_frame_lat: list[float] = []
+    agg_incomplete: list[float] = []
     agg_loss_before: list[float] = []
     agg_residual: list[float] = []
     agg_rx: list[float] = []
@@ -211,11 +220,13 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
         lat_bins: list[list[float]] = [[] for _ in range(nb)]
         got: dict[int, int] = {}
         lat: list[float] = []
+        last_at: dict[int, float] = {}
         for pid, t in s.arrivals:
             f = frame_pids.get(pid)
             if f is None:
                 continue
             got[pid] = got.get(pid, 0) + 1
+            last_at[pid] = max(last_at.get(pid, t), t)
             ms = (t - f[0]) * 1000
             lat.append(ms)
             lat_bins[bin_of(f[0])].append(ms)
@@ -232,6 +243,17 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
         rx_bps = [b / opts.bin_s for b in rx_bits]
         v_sent = sum(exp_bins)
         v_got = sum(got_bins)
+        incomplete = sum(1 for pid, (_t, n) in frame_pids.items() if got.get(pid, 0) < n)
+        frame_lat = [last_at[pid] - t for pid, (t, n) in frame_pids.items()
+                     if got.get(pid, 0) >= n]
+        all_frame_lat += frame_lat
+        if frame_pids:
+            agg_incomplete.append(incomplete / len(frame_pids))
+        rec = {"nacks_sent": s.nacks_sent, "nacked_seqs": s.nacked_seqs,
+               "rtx_received": s.rtx_received, "rtx_bytes": s.rtx_bytes,
+               "duplicates": s.duplicates, "plis_sent": s.plis_sent,
+               # RTX bytes received (duplicates included) / media bytes received
+               "rtx_overhead": _r(s.rtx_bytes / max(1, s.bytes["video"] + s.bytes["audio"]))}
         a_sent, a_got = audio_counts.get(s.name, (0, 0))
         residual = 1 - (v_got + a_got) / (v_sent + a_sent) if v_sent + a_sent else None
         down = _link_metrics(down_stats[i]) if i < len(down_stats) and down_stats[i] else None
@@ -248,7 +270,10 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
         metrics_subs[s.name] = {
             "video": {"packets_sent": v_sent, "packets_received": v_got,
                       "residual_loss": _r(1 - v_got / v_sent) if v_sent else None,
-                      "latency_ms": latency_summary([x / 1000 for x in lat])},
+                      "latency_ms": latency_summary([x / 1000 for x in lat]),
+                      "frames": len(frame_pids), "frames_incomplete": incomplete,
+                      "frame_latency_ms": latency_summary(frame_lat)},
+            "recovery": rec,
             "audio": {"packets_sent": a_sent, "packets_received": a_got,
                       "residual_loss": _r(1 - a_got / a_sent) if a_sent else None},
             "downlink": down,
@@ -268,11 +293,22 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
             "freezes_s": [],
         }
     lat_all = latency_summary([x / 1000 for x in all_lat])
+    flat = latency_summary(all_frame_lat)
+    tot = [m["recovery"] for m in metrics_subs.values()]
     aggregate = {
-        "recovery": "none (rawpeer clients: no NACK, no RTX/FEC)", "estimator": "none",
+        "recovery": ("none (rawpeer clients: no NACK, no RTX/FEC)" if opts.recovery == "none"
+                     else "nack (subscribers NACK; the node answers on RTX from its History)"),
+        "estimator": "none",
+        "nacks_sent": sum(r["nacks_sent"] for r in tot),
+        "nacked_seqs": sum(r["nacked_seqs"] for r in tot),
+        "rtx_received": sum(r["rtx_received"] for r in tot),
+        "rtx_duplicates": sum(r["duplicates"] for r in tot),
+        "plis_sent": sum(r["plis_sent"] for r in tot),
+        "rtx_overhead": _r(float(np.mean([r["rtx_overhead"] for r in tot]))) if tot else None,
+        "frames_incomplete": _r(float(np.mean(agg_incomplete))) if agg_incomplete else None,
         "latency_p50_ms": _r(lat_all["p50"]), "latency_p95_ms": _r(lat_all["p95"]),
         "latency_p99_ms": _r(lat_all["p99"]),
-        "frame_latency_p95_ms": None, "freeze_count": None, "freeze_total_s": None,
+        "frame_latency_p95_ms": _r(flat["p95"]), "freeze_count": None, "freeze_total_s": None,
         "time_without_video_s": None, "frames_not_rendered": None,
         "loss_before_recovery": _r(float(np.mean(agg_loss_before))) if agg_loss_before else None,
         "residual_loss": _r(float(np.mean(agg_residual))) if agg_residual else None,
@@ -290,6 +326,7 @@ def build_report(opts: ReplayOptions, pub: _Publisher, subs: list[_Subscriber],
         "scenario": "replay", "seed": opts.seed, "duration": round(duration, 3),
         "config": {
             "subscribers": len(subs), "bin": opts.bin_s, "duration": opts.duration,
+            "recovery": opts.recovery,
             "up": {"trace": opts.up_trace, "loss": opts.up_loss, "delay_ms": opts.delay_ms,
                    "jitter_ms": opts.jitter_ms, "queue_ms": opts.queue_ms},
             "down": {"trace": opts.down_trace, "loss": opts.down_loss,
@@ -348,7 +385,9 @@ async def _replay(opts: ReplayOptions) -> dict[str, Any]:
                 cert = RTCCertificate.generateCertificate()
                 room = f"replay-{int(time.time())}"
                 pub = _Publisher(cert, stream, name="pub")
-                subs = [_Subscriber(cert, publish=False, name=f"sub{i}")
+                rtt = (2 * opts.delay_ms + opts.jitter_ms + 5) / 1000
+                subs = [_Subscriber(cert, publish=False, name=f"sub{i}",
+                                    nack=opts.recovery == "nack", nack_rtt=rtt)
                         for i in range(opts.subscribers)]
                 try:
                     await asyncio.wait_for(_connect_via_proxy(
@@ -449,8 +488,8 @@ def write_outputs(report: dict[str, Any], out: Path, plots: bool) -> list[str]:
     md = ["# Real-time replay", "", f"`{report.get('command', '')}`", "",
           f"{cfg['subscribers']} subscriber(s), {report['duration']:g} s window; uplink "
           f"{cfg['up']}, downlink {cfg['down']}.", "",
-          "No loss recovery in this path (the rawpeer clients send no NACK, the publisher no "
-          "RTX/FEC): residual loss is what the links (and the node) dropped.", "", table]
+          (f"Recovery: {report['metrics']['aggregate']['recovery']}. Residual loss is what "
+           "the links (and the node) dropped and recovery did not repair."), "", table]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     written.append("summary.md")
     return written
@@ -465,7 +504,10 @@ def summary_line(report: dict[str, Any]) -> str:
     rx = a["received_bitrate_bps"]
     return (f"latency p50/p95/p99 {a['latency_p50_ms']}/{a['latency_p95_ms']}/"
             f"{a['latency_p99_ms']} ms; loss on the links {pct(a['loss_before_recovery'])}, "
-            f"residual {pct(a['residual_loss'])} (no recovery yet); received "
+            f"residual {pct(a['residual_loss'])} (recovery: {a['recovery'].split()[0]}); "
+            f"frames incomplete {pct(a.get('frames_incomplete'))}, frame latency p95 "
+            f"{a.get('frame_latency_p95_ms')} ms; NACKed seqs {a.get('nacked_seqs')}, RTX in "
+            f"{a.get('rtx_received')} (overhead {pct(a.get('rtx_overhead'))}); received "
             f"{'n/a' if rx is None else f'{rx / 1e6:.3f}'} Mbit/s, utilisation "
             f"{pct(a['utilisation'])}")
 
@@ -489,6 +531,8 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rp.add_argument("--queue-ms", type=float, default=None,
                     help="bottleneck queue limit, ms (default 300 when a trace is set)")
     rp.add_argument("--seed", type=int, default=1)
+    rp.add_argument("--recovery", choices=("none", "nack"), default="none",
+                    help="subscribers NACK video gaps (RTX negotiated) or not (default none)")
     rp.add_argument("--bin", type=float, default=1.0, help="series bin, s (default 1)")
     rp.add_argument("--no-plots", action="store_true")
     rp.add_argument("--out", type=Path, default=Path("bench-results/replay"),
@@ -514,6 +558,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, up_trace=args.up_trace, down_trace=args.down_trace,
         up_loss=args.up_loss, down_loss=args.down_loss, delay_ms=args.delay,
         jitter_ms=args.jitter, queue_ms=args.queue_ms, seed=args.seed, bin_s=args.bin,
+        recovery=args.recovery,
         plots=not args.no_plots, out=args.out)
     try:
         report = _asyncio_run(_replay(opts))

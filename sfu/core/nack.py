@@ -28,6 +28,7 @@ from sfu.wire import rtx as rtx_wire
 from sfu.wire.rtp import parse_header
 
 DEFAULT_RTT = 0.1
+LOSS_DECAY = 0.1  # weight of a lower loss report in the smoothed loss
 MIN_RTT = 0.01  # below this a NACK would be re-sent before the first answer could arrive
 MAX_RETRIES = 10
 MIN_MAX_AGE = 1.0
@@ -261,7 +262,7 @@ class NackResponder:
     def __init__(self, history: PacketStore, *, rtx: RtxConfig | None = None,
                  rtt: float = DEFAULT_RTT, budget_fraction: float = 0.5,
                  min_budget_bps: float = 200_000.0, burst: float = 0.5,
-                 resend_fraction: float = 0.8, dup_loss: float = 0.1) -> None:
+                 resend_fraction: float = 0.8, dup_loss: float = 0.04) -> None:
         if budget_fraction <= 0 or burst <= 0:
             raise ValueError("budget_fraction and burst must be positive")
         self.history = history
@@ -286,15 +287,32 @@ class NackResponder:
         self.suppressed_budget = 0
         self.not_found = 0
         self.missing_upstream = 0
+        self._loss = 0.0  # smoothed viewer loss (set_loss)
+
+    def next_rtx_seq(self) -> int | None:
+        """Take the RTX stream's next seq (probe padding shares it), None without RTX."""
+        return self._rtx_seq.next() if self._rtx_seq is not None else None
 
     def set_rtt(self, rtt: float) -> None:
         self._rtt = max(MIN_RTT, rtt)
 
     def set_loss(self, fraction: float, now: float) -> None:
-        """The viewer's loss (RR fraction_lost / 256). At `dup_loss` or more, each
-        retransmission goes out twice: a lost RTX costs a whole extra RTT of frozen video,
-        and at 20 % loss one in five would be lost, one in twenty-five twice."""
-        self.copies = 2 if fraction >= self.dup_loss else 1
+        """The viewer's loss (RR fraction_lost / 256) decides how many copies each
+        retransmission gets: a lost RTX costs the viewer another NACK round (Chromium waits
+        100 ms when it cannot measure RTT, which a receive-only peer cannot), long enough to
+        count as a freeze. Reports are smoothed, rising at once and falling slowly: Chromium
+        sends one before every NACK, over a few dozen packets, so single reports swing
+        between 0 and 50 %."""
+        if fraction >= self._loss:
+            self._loss = fraction
+        else:
+            self._loss += (fraction - self._loss) * LOSS_DECAY
+        if self._loss >= self.dup_loss * 2:
+            self.copies = 3
+        elif self._loss >= self.dup_loss:
+            self.copies = 2
+        else:
+            self.copies = 1
 
     def on_media(self, size: int, now: float) -> None:
         """A media packet of `size` bytes was sent (feeds the budget's bitrate estimate)."""

@@ -226,14 +226,21 @@ def test_cores_are_sans_io() -> None:
             assert not {n.split(".")[0] for n in names} & {"asyncio", "socket", "time"}, rel
 
 
-def test_heavy_loss_sends_two_copies_while_the_budget_has_room() -> None:
+def test_copies_follow_smoothed_loss_while_the_budget_has_room() -> None:
     h = History(size=64)
     for s in range(10):
         h.push(s, media(s, 100), 0.0)
     r = NackResponder(h, rtx=RtxConfig(0xBB, 97), min_budget_bps=80_000, burst=0.5)
-    r.set_loss(0.2, 0.0)
+    r.set_loss(0.05, 0.0)  # above dup_loss (4 %): two copies
     out = r.on_nack([1, 2], 0.0)  # 5000-byte bucket, 114-byte RTX: room for copies
     assert [x.seq for x in out] == [1, 1, 2, 2]
     assert len({parse_header(x.data or b"").seq for x in out}) == 4  # own RTX seqs
-    r.set_loss(0.05, 0.0)
-    assert [x.seq for x in r.on_nack([3], 0.0)] == [3]
+    r.set_loss(0.2, 0.0)  # heavy loss: three copies
+    assert [x.seq for x in r.on_nack([3], 0.0)] == [3, 3, 3]
+    # A clean report right after does not drop to one copy at once (reports swing).
+    r.set_loss(0.0, 0.0)
+    assert r.copies == 3
+    for _ in range(40):
+        r.set_loss(0.0, 0.0)
+    assert r.copies == 1
+    assert [x.seq for x in r.on_nack([4], 0.0)] == [4]
