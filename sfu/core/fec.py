@@ -103,6 +103,10 @@ class FecEncoder:
             self._group_seqs.clear()
             return []
         hdr = parse_header(data)
+        if self._group_seqs and (hdr.seq - self._group_seqs[-1]) & 0xFFFF >= 0x8000:
+            # Older than the group (a retransmission sent late): it was protected, or
+            # repaired, already; putting it in a group would make the span wrap around.
+            return []
         if self._group_seqs and (hdr.seq - self._group_seqs[0]) & 0xFFFF >= self.max_group:
             out = self._flush(r, now)  # a seq jump or a huge frame: close what we have
         else:

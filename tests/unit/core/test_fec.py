@@ -117,3 +117,19 @@ def test_decoder_ingress_red_ulpfec_as_chromium_sends() -> None:
     assert d.on_red(wrapped[0], 117, 0.0) == [pkts[0]]
     assert d.on_red(fec_pkt, 117, 0.0) == []
     assert d.on_red(wrapped[2], 117, 0.0) == [pkts[2], pkts[1]]
+
+
+def test_a_late_older_packet_is_not_put_in_a_group() -> None:
+    # A retransmission forwarded after newer packets must not make a group's span wrap.
+    enc = FecEncoder(media_ssrc=1, fec_ssrc=2, payload_type=118, rtt=0.3)
+    enc.set_loss(0.2, 0.0)
+    newer = [build_packet(payload_type=96, seq=s, timestamp=9000, ssrc=1, payload=b"x" * 50)
+             for s in (10, 11)]
+    late = build_packet(payload_type=96, seq=5, timestamp=6000, ssrc=1, payload=b"y" * 50,
+                        marker=True)
+    for p in newer:
+        assert enc.on_packet(p, 0.0) == []
+    assert enc.on_packet(late, 0.0) == []  # skipped, no exception
+    last = build_packet(payload_type=96, seq=12, timestamp=9000, ssrc=1, payload=b"z" * 50,
+                        marker=True)
+    assert enc.on_packet(last, 0.0)  # the group 10-12 is protected as usual
