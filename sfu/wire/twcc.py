@@ -267,40 +267,12 @@ def unpack_transport_seq(value: bytes) -> int | None:
 def read_transport_seq(data: bytes, hdr: RtpHeader, ext_id: int) -> int | None:
     """The transport-wide sequence number of a packet, or None when it carries none.
 
-    A specialised `rtp.get_extension`: it walks the extension block in place and builds no
-    list, because it runs on every packet a publisher sends. Malformed blocks read as None.
+    A specialised `rtp.get_extension` (via `transport_seq_offset`): it walks the extension
+    block in place and builds no list, because it runs on every packet a publisher sends.
+    Malformed blocks read as None.
     """
-    profile = hdr.ext_profile
-    pos, end = hdr.ext_start, hdr.ext_end
-    if profile == ONE_BYTE_PROFILE:
-        while pos < end:
-            b = data[pos]
-            if b == 0:
-                pos += 1
-                continue
-            if b >> 4 == 15:
-                return None
-            length = (b & 0x0F) + 1
-            if b >> 4 == ext_id:
-                if length != 2 or pos + 3 > end:
-                    return None
-                return data[pos + 1] << 8 | data[pos + 2]
-            pos += 1 + length
-    elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
-        while pos < end:
-            i = data[pos]
-            if i == 0:
-                pos += 1
-                continue
-            if pos + 2 > end:
-                return None
-            length = data[pos + 1]
-            if i == ext_id:
-                if length != 2 or pos + 4 > end:
-                    return None
-                return data[pos + 2] << 8 | data[pos + 3]
-            pos += 2 + length
-    return None
+    at = transport_seq_offset(data, hdr, ext_id)
+    return None if at is None else data[at] << 8 | data[at + 1]
 
 
 NO_EXTENSIONS: tuple[int, bytes] = (0, b"")
