@@ -27,7 +27,7 @@ from sfu.wire import rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
-from sfu.wire.vp8 import write_fields
+from sfu.wire.vp8 import Vp8Descriptor, write_fields
 
 MAX_TEMPORAL = 3  # VP8 TID is two bits: 3 means "every temporal layer"
 SRTP_OVERHEAD = 10  # the SRTP auth tag added after forward (bytes the estimator counts)
@@ -233,10 +233,7 @@ class DownTrack:
             pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
                                              self.ssrc, tw.ext_id, tseq)
             if munge_vp8:
-                pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr, arg-type]
-                buf = bytearray(pkt)
-                write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)  # type: ignore[arg-type]
-                pkt = bytes(buf)
+                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
             tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
         elif hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
@@ -246,10 +243,7 @@ class DownTrack:
                 extensions=ext,
             )
             if munge_vp8:
-                pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr, arg-type]
-                buf = bytearray(pkt)
-                write_fields(buf, len(pkt) - (len(data) - hdr.payload_start), d, pid, tl0)  # type: ignore[arg-type]
-                pkt = bytes(buf)
+                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
         elif munge_vp8:
             # Picture ID and TL0PICIDX continue across layer switches and dropped frames:
             # rewrite only the few descriptor bytes and join once (one payload copy).
@@ -270,6 +264,14 @@ class DownTrack:
         # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
         self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt
+
+    def _munge_vp8_in(self, pkt: bytes, tail: int, d: Vp8Descriptor) -> bytes:
+        """`pkt` with its VP8 picture ID and TL0PICIDX translated; the payload (with its
+        descriptor) is the last `tail` bytes, whatever header was built in front of it."""
+        pid, tl0 = self.vp8.translate(d)  # type: ignore[union-attr]
+        buf = bytearray(pkt)
+        write_fields(buf, len(pkt) - tail, d, pid, tl0)
+        return bytes(buf)
 
     def sender_report(self, source: SenderReport) -> SenderReport | None:
         """The publisher's SR translated to this down-track's SSRC and timeline."""
