@@ -217,6 +217,15 @@ class Scenario:
     error: str = ""
 
 
+async def wait_first_video(live: list[Any]) -> int:
+    """Wait (bounded by FIRST_VIDEO_TIMEOUT) until every subscriber has video; how many lack it."""
+    for _ in range(int(FIRST_VIDEO_TIMEOUT / 0.1)):
+        if all(s.first_video_at is not None for s in live):
+            break
+        await asyncio.sleep(0.1)
+    return sum(1 for s in live if s.first_video_at is None)
+
+
 async def _connect_all(
     peers: list[RawPeer], http: aiohttp.ClientSession, url: str, room: str
 ) -> int:
@@ -265,11 +274,7 @@ async def run_scenario(
         )
         res.connect_seconds = round(time.monotonic() - t0, 2)
         live = [s for s in subs if s.answer is not None and not s.closed and s._rx is not None]
-        for _ in range(int(FIRST_VIDEO_TIMEOUT / 0.1)):
-            if all(s.first_video_at is not None for s in live):
-                break
-            await asyncio.sleep(0.1)
-        waiting = sum(1 for s in live if s.first_video_at is None)
+        waiting = await wait_first_video(live)
         if waiting:
             res.error = f"{waiting} subscribers got no video in {FIRST_VIDEO_TIMEOUT}s"
         await asyncio.sleep(warmup)

@@ -58,6 +58,7 @@ from bench.forwarding import (
     _percentiles,
     _token,
     machine_info,
+    wait_first_video,
 )
 from bench.rawpeer import (
     EncodedStream,
@@ -334,11 +335,7 @@ async def cpu_run(
                     )
                     if status != 200:
                         res.error = f"layer POST: {status} {text.strip()}"
-        for _ in range(int(FIRST_VIDEO_TIMEOUT / 0.1)):
-            if all(s.first_video_at is not None for s in live):
-                break
-            await asyncio.sleep(0.1)
-        waiting = sum(1 for s in live if s.first_video_at is None)
+        waiting = await wait_first_video(live)
         if waiting:
             res.error = f"{waiting} subscribers got no video in {FIRST_VIDEO_TIMEOUT}s"
         await asyncio.sleep(warmup)
