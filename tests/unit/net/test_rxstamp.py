@@ -26,12 +26,31 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         tx.close()
 
 
+def _wait_for_kernel_stamping(
+    rx: socket.socket, tx: socket.socket, stamp: RxStamp, attempts: int = 500
+) -> None:
+    """Linux turns receive stamping on through a deferred static key (a work item), so the
+    first datagrams after SIOCGSTAMP may still be stamped when read rather than when they
+    arrived; on a loaded machine that lasts a while. Send probes until one carries its
+    arrival time (bounded: at most `attempts` probes of 1 ms each)."""
+    for _ in range(attempts):
+        tx.sendto(b"probe", rx.getsockname())
+        queued_at = time.time()
+        while time.time() - queued_at < 0.001:
+            pass
+        rx.recvfrom(100)
+        if stamp.arrival(1000.0) <= 1000.0 - 0.001:
+            return
+    pytest.fail(f"the kernel never stamped a datagram on arrival in {attempts} probes")
+
+
 def test_queued_datagrams_are_stamped_when_they_arrived(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     rx, tx = pair
     stamp = RxStamp(rx)  # turns stamping on before anything arrives
     assert stamp.enabled
+    _wait_for_kernel_stamping(rx, tx, stamp)
     tx.sendto(b"first", rx.getsockname())
     tx.sendto(b"second", rx.getsockname())
     # Both wait in the socket buffer, as behind a busy event loop, for at least 5 ms of wall
