@@ -53,19 +53,22 @@ def test_queued_datagrams_are_stamped_when_they_arrived(
     _wait_for_kernel_stamping(rx, tx, stamp)
     tx.sendto(b"first", rx.getsockname())
     tx.sendto(b"second", rx.getsockname())
-    # Both wait in the socket buffer, as behind a busy event loop, for at least 5 ms of wall
-    # time (a bounded spin: the property under test is the kernel's stamp, not a delay).
+    # Both wait in the socket buffer, as behind a busy event loop, for 10 ms of wall time (a
+    # bounded spin: the property under test is the kernel's stamp, not a delay). Loopback
+    # delivery may stamp a little after sendto() returns (softirq), hence only 5 ms below.
     queued_at = time.time()
-    while time.time() - queued_at < 0.005:
+    while time.time() - queued_at < 0.010:
         pass
     now = 1000.0  # the loop's clock when the datagrams are finally read
     rx.recvfrom(100)
     first = stamp.arrival(now)
     rx.recvfrom(100)
     second = stamp.arrival(now)
-    # Moved back by how long each waited: at least the 5 ms, and the first waited longest.
-    assert first <= second <= now - 0.005
-    assert now - first < 1.0
+    # Each is moved back by how long it waited: at least 5 ms, and far less than a second.
+    # (Their order is not asserted: sent microseconds apart, they are read microseconds apart
+    # too, and each age is taken at its own read.)
+    for arrival in (first, second):
+        assert now - 1.0 < arrival <= now - 0.005
 
 
 def test_falls_back_to_now_without_a_stamp() -> None:
