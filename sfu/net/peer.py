@@ -454,6 +454,7 @@ class Peer:
             return
         missing: list[int] = []
         before = dt.responder.suppressed_rate + dt.responder.suppressed_budget
+        repeated = dt.responder.repeated
         for r in dt.responder.on_nack(list(nack.lost), now):
             if r.data is not None:
                 self.send_rtp(r.data, "rtx")
@@ -463,6 +464,7 @@ class Peer:
         m.recovery["retransmits_suppressed"] += (
             dt.responder.suppressed_rate + dt.responder.suppressed_budget - before
         )
+        m.recovery["retransmits_repeated"] += dt.responder.repeated - repeated
         layer = dt.current
         if missing and layer is not None and layer.upstream_nacks is not None:
             seqs = layer.upstream_nacks.request(missing, now)

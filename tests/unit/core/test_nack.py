@@ -151,8 +151,10 @@ def test_responder_plain_resend_and_per_packet_rate_limit() -> None:
     assert [(x.seq, x.data) for x in out] == [(2, media(2)), (3, media(3))]
     assert r.on_nack([2], 0.05 + 0.079) == []  # < 0.8 RTT since the resend
     assert r.suppressed_rate == 1
+    assert r.repeated == 0  # a suppressed NACK was not answered, so it is no repeat
     assert [x.seq for x in r.on_nack([2], 0.05 + 0.08)] == [2]
     assert r.resent == 3
+    assert r.repeated == 1  # packet 2's first retransmission did not do the job
 
 
 def test_responder_wraps_in_rtx_with_own_seq_counter() -> None:
