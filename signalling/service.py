@@ -44,6 +44,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from signalling import convert
 from signalling import messages as m
@@ -101,6 +102,8 @@ class CommerceStats:
         self.received: Counter[str] = Counter()  # by type (or "invalid")
         self.errors: Counter[str] = Counter()  # error replies by code
         self.orders: Counter[str] = Counter()  # by status ("failed": store error)
+        # cross-node feed: published, deduplicated, publish_failed, delivered, stale
+        self.feed: Counter[str] = Counter()
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -314,7 +317,15 @@ class RoomCommerce:
         ``once`` was published already)."""
         bus = self.service.bus
         assert bus is not None
-        return await bus.publish(self.name, _type_of(msg), _text(msg), once=once)
+        feed = self.service.stats.feed
+        try:
+            seq = await bus.publish(self.name, _type_of(msg), _text(msg), once=once)
+        except (RedisError, OSError) as exc:
+            feed["publish_failed"] += 1
+            log.warning("cannot publish %s to room %s: %r", _type_of(msg), self.name, exc)
+            raise StoreError(f"cannot publish the room message: {exc}") from exc
+        feed["published" if seq else "deduplicated"] += 1
+        return seq
 
     def deliver(self, seq: int, type_: str, payload: str) -> None:
         """A room message from the feed: apply it to the room's state and send it to the
@@ -322,13 +333,16 @@ class RoomCommerce:
         if self._buffer is not None:
             self._buffer.append((seq, type_, payload))
             return
+        feed = self.service.stats.feed
         if seq <= self.seq:
+            feed["stale"] += 1  # already part of the state this node loaded
             return
         try:
             msg = _ROOM_MESSAGE.decode(payload)
         except msgspec.ValidationError:
-            self.service.stats.received["feed_invalid"] += 1
+            feed["malformed"] += 1
             return
+        feed["delivered"] += 1
         self.seq = seq
         msg = self._apply(msg)
         msg = msgspec.structs.replace(msg, seq=seq)
@@ -941,6 +955,14 @@ class _Collector(Collector):
                       f.coalesced)
         yield counter("errors", "Error replies, by code", "code", s.errors)
         yield counter("orders", "Orders decided, by status", "status", s.orders)
+        feed = Counter(s.feed)
+        bus = self.service.bus
+        if bus is not None:
+            feed["malformed"] += bus.malformed
+            feed["lost"] = bus.feed_errors
+        yield counter("feed_events", "Cross-node room message feed (Redis): published, "
+                      "deduplicated, publish_failed, delivered, stale, malformed, lost "
+                      "(subscription reconnects)", "event", feed)
         resyncs = CounterMetricFamily("sfu_commerce_resyncs", "Snapshots sent to slow viewers")
         resyncs.add_metric([], f.resyncs)
         yield resyncs
