@@ -203,6 +203,32 @@ class Node:
                     with contextlib.suppress(Exception):  # a channel closing under us
                         channel.send(message)
 
+    def move_room(self, room: str, url: str, node_id: str) -> int:
+        """Tell the room's clients on this node to reconnect to ``url`` (the node that now
+        serves the room): room sockets get ``redirect``, datachannels ``drain`` with reason
+        ``moved``. Returns how many clients were told."""
+        from sfu.cluster.agent import redirect_url
+
+        told = 0
+        ws_url = redirect_url(url, "/ws", {"hops": "1"})
+        ws_url = "ws" + ws_url[4:] if ws_url.startswith("http") else ws_url
+        for listener in list(self.room_listeners.get(room, ())):
+            session = getattr(listener, "__self__", None)
+            move = getattr(session, "move", None)
+            if callable(move):
+                asyncio.ensure_future(move(ws_url, url, node_id))
+                told += 1
+        message = json.dumps({"v": 1, "type": "drain", "reason": "moved"}, separators=(",", ":"))
+        for peer in list(self.peers.values()):
+            if peer.room.name != room or peer.kind == "ws":
+                continue
+            for channel in list(peer.channels):
+                if channel.readyState == "open":
+                    with contextlib.suppress(Exception):
+                        channel.send(message)
+                        told += 1
+        return told
+
     async def _leave_cluster(self) -> None:
         assert self.cluster is not None
         try:

@@ -148,11 +148,48 @@ class ClusterAgent:
             self.released_dead[node_id] += len(rooms)
             log.warning("node left the cluster", extra={"node": node_id, "rooms": rooms})
         present = set(self.node.rooms)
+        await self._rehome(present, now)
         for room in self.origins.sweep(present, now):
             await self.directory.release(room, self.node_id)
         for room in self.relayed.sweep(present, now):
             if self.node.cascade is not None:
                 await self.node.cascade.unsubscribe(room)
+
+    async def _rehome(self, present: set[str], now: float) -> None:
+        """Rooms with clients here that this node neither holds nor relays (a viewer that
+        arrived while the origin was unreachable): claim them once the origin is dead, or
+        send their clients to the origin once another node holds the room."""
+        waiting = [r for r in present if r not in self.origins and r not in self.relayed]
+        for room in waiting:
+            try:
+                await self._rehome_room(room, now)
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:  # a cascade failure: try again next heartbeat
+                log.warning("cannot re-home room", extra={"room": room, "error": repr(exc)})
+
+    async def _rehome_room(self, room: str, now: float) -> None:
+        origin_id = await self.directory.origin(room)
+        if origin_id == self.node_id:
+            self.origins.touch(room)
+            return
+        if origin_id is None or not self.view.is_alive(origin_id, now):
+            holder = await self.directory.claim(room, self.node_id, replace=origin_id)
+            if holder == self.node_id:
+                self.origins.touch(room)
+                return
+            origin_id = holder
+        target = next((n for n in self.view.alive(now) if n.node_id == origin_id), None)
+        if target is None:
+            return
+        if self.node.cascade is not None and target.cascade is not None:
+            await self.node.cascade.subscribe(room, target.cascade)
+            self.relayed.touch(room)
+            return
+        moved = self.node.move_room(room, target.url, target.node_id)
+        self.redirects[("moved", "origin")] += moved
+        log.info("room moved to its origin",
+                 extra={"room": room, "origin": origin_id, "clients": moved})
 
     # --- placement -----------------------------------------------------------------------------
 
@@ -240,6 +277,7 @@ class _Collector(Collector):
         for kind in ("whip", "whep", "ws"):
             for reason in ("origin", "load"):
                 redirects.add_metric([kind, reason], a.redirects[(kind, reason)])
+        redirects.add_metric(["moved", "origin"], a.redirects[("moved", "origin")])
         yield redirects
         released = CounterMetricFamily("sfu_cluster_released_rooms",
                                        "Origin claims of dead nodes released by this node")

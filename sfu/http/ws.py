@@ -150,6 +150,11 @@ class RoomSession:
         await self.ws.close()
         return True
 
+    async def move(self, url: str, node_url: str, node_id: str) -> None:
+        """The room is served by another node now: redirect this client there and close."""
+        await self.send("redirect", url=url, node_url=node_url, node=node_id, reason="origin")
+        await self.ws.close()
+
     async def _offer(self, msg: dict[str, Any], ref: Any) -> None:
         assert self.claims is not None
         sdp = msg.get("sdp")

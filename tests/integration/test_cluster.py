@@ -145,6 +145,22 @@ async def test_node_that_stops_heartbeating_expires_and_its_rooms_are_released(
     assert await n1.cluster.directory.origin(ROOM) == "n1"
 
 
+async def test_draining_node_leaves_the_registry_and_its_rooms(
+    plain_pair: tuple[Any, Any],
+) -> None:
+    n1, n2 = plain_pair
+    assert await n2.cluster.directory.claim(ROOM, "n2") == "n2"
+    n2.drain()
+    for _ in range(100):  # leaving is two round trips, started by drain()
+        if await n1.cluster.directory.origin(ROOM) is None:
+            break
+        await asyncio.sleep(0.05)
+    await n1.cluster.heartbeat()
+    assert "n2" not in [n.node_id for n in await n1.cluster.directory.nodes()]
+    assert n1.cluster.node_urls() == [n1.http_url]
+    assert await n1.cluster.directory.origin(ROOM) is None
+
+
 # --- redirects ---------------------------------------------------------------------------------
 
 
@@ -339,3 +355,54 @@ async def test_orders_on_two_nodes_never_oversell(
             assert seqs == sorted(seqs), v.name
     finally:
         await close_viewers(viewers)
+
+
+# --- re-homing ---------------------------------------------------------------------------------
+
+
+async def join(http: aiohttp.ClientSession, url: str, token: str) -> Any:
+    ws = await http.ws_connect(url)
+    await ws.send_str(json.dumps({"type": "join", "id": 1, "token": token}))
+    joined = json.loads(await ws.receive_str(timeout=10))
+    assert joined["type"] == "joined", joined
+    return ws
+
+
+async def test_waiting_viewer_is_moved_to_the_origin_it_excluded_by_mistake(
+    plain_pair: tuple[Any, Any], mint: Callable[..., str],
+) -> None:
+    n1, n2 = plain_pair
+    assert await n1.cluster.directory.claim(ROOM, "n1") == "n1"
+    async with aiohttp.ClientSession() as http:
+        # The viewer believes n1 failed: it waits on n2, which does not displace n1.
+        ws = await join(http, n2.http_url + "/ws?exclude=n1", mint(ROOM, "v", ["subscribe"]))
+        assert await n2.cluster.directory.origin(ROOM) == "n1"
+        # n1 keeps beating, so n2's next heartbeat sends the viewer there.
+        await n1.cluster.heartbeat()
+        await n2.cluster.heartbeat()
+        msg = json.loads(await ws.receive_str(timeout=10))
+        assert msg["type"] == "redirect" and msg["node"] == "n1", msg
+        assert msg["url"] == n1.http_url.replace("http", "ws", 1) + "/ws?hops=1"
+        await ws.close()
+    # (The background heartbeat may have told it too before the socket closed.)
+    assert await metric(n2, 'sfu_cluster_redirects_total{kind="moved",reason="origin"}') >= 1
+
+
+async def test_waiting_viewer_keeps_the_room_when_the_origin_dies(
+    plain_pair: tuple[Any, Any], mint: Callable[..., str],
+) -> None:
+    n1, n2 = plain_pair
+    assert await n1.cluster.directory.claim(ROOM, "n1") == "n1"
+    async with aiohttp.ClientSession() as http:
+        ws = await join(http, n2.http_url + "/ws?exclude=n1", mint(ROOM, "v", ["subscribe"]))
+        # n1 dies: its record is gone by the next registry read.
+        n1.cluster._task.cancel()
+        await n1.cluster.directory.deregister("n1")
+        await n2.cluster.heartbeat()
+        assert await n2.cluster.directory.origin(ROOM) == "n2"
+        assert ROOM in n2.cluster.origins
+        # The host that comes back is sent to the viewer's node.
+        resp = await post(f"{n2.http_url}/whip/{ROOM}", mint(ROOM, "h", ["publish"]))
+        assert resp.status == 400 and resp.headers["X-SFU-Node"] == "n2"
+        assert not ws.closed
+        await ws.close()
