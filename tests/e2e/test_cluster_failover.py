@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +25,7 @@ from bench.clients.media import SyntheticVideoTrack
 from bench.clients.whip import WhepSession, WhipError, WhipSession, whep_play, whip_publish
 from sfu.auth import mint_token
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
+from tests.e2e.browser import PageLog, poll_js
 from tests.e2e.cluster_harness import ClusterHarness, NodeProcess
 
 CASCADE = os.environ.get("SFU_TEST_CASCADE") == "1"
@@ -150,4 +152,47 @@ async def test_kill_of_the_origin_rehomes_the_room(harness: ClusterHarness) -> N
               f"viewer's first frame after {elapsed:.2f} s")
         assert elapsed < RECONNECT_LIMIT
     finally:
+        await close_all(sessions)
+
+
+WATCH_STATE = """async () => {
+  const s = await window.getInboundStats();
+  return { node: window.client.node, nodes: window.client.route.nodes,
+           status: window.watch.state().status, frames: s.framesDecoded || 0 };
+}"""
+
+
+@pytest.mark.browser
+async def test_browser_viewer_follows_the_room_when_its_node_dies(
+    harness: ClusterHarness, chromium: Any,
+) -> None:
+    """client.js: the page (served by n2) is redirected to the origin n1; n1 is killed; the
+    host re-publishes on n3 and the page reconnects through the nodes it was told about."""
+    n1, n2, n3 = harness.nodes
+    host = await publish(n1)
+    sessions: list[WhepSession | WhipSession] = [host]
+    context = await chromium.new_context()
+    try:
+        page = await context.new_page()
+        log = PageLog(page, "watch")
+        await page.goto(f"{n2.url}/watch/{ROOM}#token={token('viewer-1', 'subscribe')}")
+        first = await poll_js(page, WATCH_STATE,
+                              lambda s: s["node"] == "n1" and s["frames"] > 0,
+                              timeout=30, interval=0.1, describe="playing on n1", log=log)
+        assert first["nodes"] == [n1.url, n2.url, n3.url]
+
+        harness.kill("n1")
+        killed_at = time.monotonic()
+        host2 = await publish(n3, exclude=frozenset({"n1"}))
+        sessions.append(host2)
+        back = await poll_js(page, WATCH_STATE,
+                             lambda s: s["node"] in ("n2", "n3") and s["frames"] > 0,
+                             timeout=RECONNECT_LIMIT, interval=0.1,
+                             describe="playing again after n1 died", log=log)
+        elapsed = time.monotonic() - killed_at
+        print(f"\nbrowser viewer: kill -9 of its node n1 -> video again on {back['node']} "
+              f"after {elapsed:.2f} s")
+        assert back["node"] == "n3" or CASCADE
+    finally:
+        await context.close()
         await close_all(sessions)
