@@ -406,3 +406,28 @@ async def test_waiting_viewer_keeps_the_room_when_the_origin_dies(
         assert resp.status == 400 and resp.headers["X-SFU-Node"] == "n2"
         assert not ws.closed
         await ws.close()
+
+
+async def test_timed_sale_start_is_announced_once_across_nodes(
+    cascade_pair: tuple[Any, Any], mint: Callable[..., str],
+) -> None:
+    """Both nodes hold the room and fire the sale timer; the feed publishes one of them."""
+    n1, n2 = cascade_pair
+    admin = mint(ROOM, "host", ["admin"])
+    await setup_sale(n1.http_url, ROOM, admin, product="p1", sale="s1", stock=5,
+                     starts_in=1.5, duration=60)
+    assert await n1.cluster.directory.claim(ROOM, "n1") == "n1"
+    viewers = [
+        *await connect_viewers(n1.http_url, ROOM, ["a"], lambda n: mint(ROOM, n, "subscribe")),
+        *await connect_viewers(n2.http_url, ROOM, ["b"], lambda n: mint(ROOM, n, "subscribe")),
+    ]
+    try:
+        started = [await v.next_of("sale.started", 0, timeout=15) for v in viewers]
+        assert started[0]["seq"] == started[1]["seq"]
+        feeds = [n.commerce.stats.feed for n in (n1, n2)]
+        await until(lambda: sum(f["deduplicated"] for f in feeds) == 1, 10,
+                    "the second node's announcement is dropped")
+        # Both timers have fired and one was dropped: no second sale.started can come.
+        assert [len(v.of_type("sale.started")) for v in viewers] == [1, 1]
+    finally:
+        await close_viewers(viewers)
