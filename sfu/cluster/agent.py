@@ -36,6 +36,7 @@ from sfu.cluster.policy import (
     Role,
     Serve,
     place,
+    rehome,
 )
 from sfu.cluster.types import NodeInfo
 
@@ -170,26 +171,22 @@ class ClusterAgent:
 
     async def _rehome_room(self, room: str, now: float) -> None:
         origin_id = await self.directory.origin(room)
-        if origin_id == self.node_id:
-            self.origins.touch(room)
-            return
-        if origin_id is None or not self.view.is_alive(origin_id, now):
-            holder = await self.directory.claim(room, self.node_id, replace=origin_id)
-            if holder == self.node_id:
-                self.origins.touch(room)
-                return
-            origin_id = holder
-        target = next((n for n in self.view.alive(now) if n.node_id == origin_id), None)
-        if target is None:
-            return
-        if self.node.cascade is not None and target.cascade is not None:
-            await self.node.cascade.subscribe(room, target.cascade)
+        decided = rehome(me=self.me(), origin_id=origin_id, alive=self.view.alive(now))
+        if isinstance(decided, Redirect):
+            target = decided.target
+            moved = self.node.move_room(room, target.url, target.node_id)
+            self.redirects[("moved", "origin")] += moved
+            log.info("room moved to its origin",
+                     extra={"room": room, "origin": target.node_id, "clients": moved})
+        elif decided.cascade_from is not None and decided.cascade_from.cascade is not None:
+            assert self.node.cascade is not None
+            await self.node.cascade.subscribe(room, decided.cascade_from.cascade)
             self.relayed.touch(room)
-            return
-        moved = self.node.move_room(room, target.url, target.node_id)
-        self.redirects[("moved", "origin")] += moved
-        log.info("room moved to its origin",
-                 extra={"room": room, "origin": origin_id, "clients": moved})
+        elif not decided.claim:
+            self.origins.touch(room)
+        elif await self.directory.claim(room, self.node_id, replace=decided.replace) == self.node_id:
+            self.origins.touch(room)
+        # else another node took the room just now: the next heartbeat moves the clients
 
     # --- placement -----------------------------------------------------------------------------
 
@@ -210,11 +207,7 @@ class ClusterAgent:
             placed = place(role=role, me=me, origin_id=origin_id, alive=alive,
                            exclude=exclude, hops=hops)
             if isinstance(placed, Serve) and placed.claim:
-                # A viewer may take over only an origin that is dead, not one it excludes.
-                replace = placed.replace
-                if role == "viewer" and replace is not None and self.view.is_alive(replace, now):
-                    replace = None
-                holder = await self.directory.claim(room, self.node_id, replace=replace)
+                holder = await self.directory.claim(room, self.node_id, replace=placed.replace)
                 if holder != self.node_id:  # another node won the race: decide again
                     placed = place(role=role, me=me, origin_id=holder,
                                    alive=alive, exclude=exclude, hops=hops)

@@ -13,7 +13,11 @@ Rules (docs/deploy.md#cluster):
   sent to the least-filled node that can serve it (without the cascade: the origin).
 - ``exclude`` lists nodes a client saw fail: they are never chosen, even while their
   registry record has not expired yet. A publisher may take over a room whose origin it
-  excludes; a viewer never displaces an origin.
+  excludes; a viewer displaces only an origin that is dead, and otherwise waits where it
+  is served.
+- A node whose clients wait for a room it neither holds nor relays re-homes it on every
+  heartbeat (``rehome``): it takes the room once the origin is dead, relays it once the
+  cascade can, or else sends the clients to the origin.
 - ``hops`` counts redirects already followed; at ``MAX_HOPS`` a node serves rather than
   sending a viewer on by load, so stale load figures cannot bounce a client around.
 """
@@ -139,11 +143,14 @@ def place(
     ``me`` is this node with its current load; ``alive`` the other live nodes (``me`` may be
     among them and is replaced by ``me``). A node can relay rooms iff its ``cascade`` is set.
     """
+    alive = list(alive)
+    living = {n.node_id for n in alive} | {me.node_id}
     candidates = {n.node_id: n for n in alive if n.node_id not in exclude}
     candidates[me.node_id] = me
     origin = candidates.get(origin_id) if origin_id is not None else None
     # A recorded origin that is dead or excluded may be displaced; by a viewer only if dead.
     stale = origin_id if origin_id is not None and origin is None else None
+    dead = origin_id if origin_id is not None and origin_id not in living else None
 
     if role == "publisher":
         if origin is None:
@@ -154,12 +161,13 @@ def place(
 
     may_redirect = hops < MAX_HOPS
     if origin is None:
-        # No live origin: the viewer waits on some node, which becomes the room's origin.
+        # No usable origin: the viewer waits on some node, which becomes the room's origin
+        # unless a live origin (one the client excludes) still holds it.
         if me.spare or not may_redirect:
-            return Serve(claim=True, replace=stale)
+            return Serve(claim=True, replace=dead)
         target = least_filled(n for n in candidates.values() if n.spare)
         if target is None or target is me:
-            return Serve(claim=True, replace=stale)
+            return Serve(claim=True, replace=dead)
         return Redirect(target, "load")
 
     relays = [n for n in candidates.values() if n.spare and (n is origin or n.cascade is not None)]
@@ -177,6 +185,24 @@ def place(
     if target is None:
         return Serve(cascade_from=origin)
     return Redirect(target, "origin" if target is origin else "load")
+
+
+def rehome(*, me: NodeInfo, origin_id: str | None, alive: Iterable[NodeInfo]) -> Placement:
+    """What to do with a room that has clients on this node although this node neither
+    holds it nor relays it (its clients arrived while the origin was unreachable).
+
+    ``Serve()``: it is this node's after all. ``Serve(claim=True)``: the origin is gone,
+    take the room. ``Serve(cascade_from=...)``: relay it from the origin. ``Redirect``:
+    send the room's clients to the origin.
+    """
+    if origin_id == me.node_id:
+        return Serve()
+    origin = next((n for n in alive if n.node_id == origin_id), None)
+    if origin is None:
+        return Serve(claim=True, replace=origin_id)
+    if me.cascade is not None and origin.cascade is not None:
+        return Serve(cascade_from=origin)
+    return Redirect(origin, "origin")
 
 
 class Leases:

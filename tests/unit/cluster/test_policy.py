@@ -13,6 +13,7 @@ from sfu.cluster.policy import (
     Serve,
     least_filled,
     place,
+    rehome,
 )
 from sfu.cluster.types import NodeInfo, NodeInfoError
 
@@ -165,10 +166,13 @@ def test_exclude_never_sends_a_client_back_to_a_failed_node() -> None:
     placed = place(role="viewer", me=me, origin_id="o", alive=[origin, dying, ok],
                    exclude=frozenset({"d"}))
     assert placed == Redirect(ok, "load")
-    # Without the cascade: an excluded origin is not a target; the viewer waits here.
+    # Without the cascade: an excluded origin is not a target; the viewer waits here and
+    # does not displace the origin while it is alive (only the host may).
     me2 = node("a")
     assert place(role="viewer", me=me2, origin_id="d", alive=[dying],
-                 exclude=frozenset({"d"})) == Serve(claim=True, replace="d")
+                 exclude=frozenset({"d"})) == Serve(claim=True)
+    assert place(role="viewer", me=me2, origin_id="gone", alive=[dying],
+                 exclude=frozenset({"d"})) == Serve(claim=True, replace="gone")
 
 
 def test_a_node_never_excludes_itself() -> None:
@@ -193,6 +197,24 @@ def test_least_filled_prefers_share_then_count_then_id() -> None:
     assert least_filled([a, b]) == b
     c, d = node("c", viewers=3, capacity=0), node("d", viewers=2, capacity=0)
     assert least_filled([a, c, d]) == d
+
+
+# --- re-homing waiting clients ----------------------------------------------------------------
+
+
+def test_rehome_claims_a_room_whose_origin_is_gone() -> None:
+    assert rehome(me=node("a"), origin_id=None, alive=[node("b")]) == Serve(claim=True)
+    assert rehome(me=node("a"), origin_id="x", alive=[node("b")]) == Serve(
+        claim=True, replace="x")
+
+
+def test_rehome_moves_clients_to_a_live_origin_or_relays_it() -> None:
+    b = node("b")
+    assert rehome(me=node("a"), origin_id="b", alive=[b]) == Redirect(b, "origin")
+    bc = node("b", cascade=True)
+    assert rehome(me=node("a", cascade=True), origin_id="b", alive=[bc]) == Serve(
+        cascade_from=bc)
+    assert rehome(me=node("a"), origin_id="a", alive=[]) == Serve()
 
 
 # --- leases ------------------------------------------------------------------------------------
