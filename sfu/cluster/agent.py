@@ -2,8 +2,10 @@
 
 Every ``HEARTBEAT_INTERVAL`` it writes this node's record (load included) with a
 ``NODE_TTL`` expiry, reads the registry into a ``ClusterView``, releases the rooms of nodes
-that died, and lets go of origin claims and cascade subscriptions of rooms that have had
-no local state for ``LEASE_GRACE``. ``place`` answers the HTTP and WebSocket fronts: serve
+that died, re-takes its own claims if they were released while its heartbeat stalled,
+re-homes rooms whose clients wait here without this node holding them, and lets go of
+origin claims and cascade subscriptions of rooms that have had no local state for
+``LEASE_GRACE``. ``place`` answers the HTTP and WebSocket fronts: serve
 here (claiming the room or subscribing to its origin over the cascade first) or redirect.
 
 When Redis cannot be reached the node keeps serving what reaches it: a placement that
@@ -148,6 +150,11 @@ class ClusterAgent:
             rooms = await self.directory.release_node(node_id)
             self.released_dead[node_id] += len(rooms)
             log.warning("node left the cluster", extra={"node": node_id, "rooms": rooms})
+        # A stalled loop can miss heartbeats long enough for the others to release this
+        # node's rooms: take them back, or treat them as re-homed if another node has them.
+        for room in await self.directory.reassert(self.origins.rooms(), self.node_id):
+            self.origins.drop(room)
+            log.warning("room taken over by another node", extra={"room": room})
         present = set(self.node.rooms)
         await self._rehome(present, now)
         for room in self.origins.sweep(present, now):

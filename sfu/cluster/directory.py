@@ -62,6 +62,25 @@ return released
 """
 
 
+# KEYS: rooms:<me>. ARGV: me, origin key prefix, room... Re-takes the rooms this node holds
+# whose claim has gone (another node released them while this node's heartbeat stalled);
+# returns the rooms another node holds now.
+_REASSERT: Final = """
+local taken = {}
+for i = 3, #ARGV do
+  local key = ARGV[2] .. ARGV[i]
+  local cur = redis.call('GET', key)
+  if not cur then
+    redis.call('SET', key, ARGV[1])
+    redis.call('SADD', KEYS[1], ARGV[i])
+  elseif cur ~= ARGV[1] then
+    table.insert(taken, ARGV[i])
+  end
+end
+return taken
+"""
+
+
 class RedisDirectory:
     """Registry and origin claims; every method is one or two round trips."""
 
@@ -72,6 +91,7 @@ class RedisDirectory:
         self._claim: Any = None
         self._release: Any = None
         self._release_node: Any = None
+        self._reassert: Any = None
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -97,6 +117,7 @@ class RedisDirectory:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._release_node = client.register_script(_RELEASE_NODE)
+        self._reassert = client.register_script(_REASSERT)
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -162,5 +183,15 @@ class RedisDirectory:
         """Release the rooms a dead (or leaving) node is still origin of."""
         result = await self._release_node(
             keys=[self._k("rooms", node_id)], args=[node_id, self._k("origin", "")]
+        )
+        return [str(r) for r in result]
+
+    async def reassert(self, rooms: list[str], node_id: str) -> list[str]:
+        """Claim again the ``rooms`` this node holds whose claim was released; return the
+        ones another node holds now."""
+        if not rooms:
+            return []
+        result = await self._reassert(
+            keys=[self._k("rooms", node_id)], args=[node_id, self._k("origin", ""), *rooms]
         )
         return [str(r) for r in result]

@@ -431,3 +431,29 @@ async def test_timed_sale_start_is_announced_once_across_nodes(
         assert [len(v.of_type("sale.started")) for v in viewers] == [1, 1]
     finally:
         await close_viewers(viewers)
+
+
+async def test_stalled_origin_takes_its_rooms_back_or_yields_them(
+    plain_pair: tuple[Any, Any], mint: Callable[..., str],
+) -> None:
+    n1, n2 = plain_pair
+    async with aiohttp.ClientSession() as http:
+        ws = await join(http, n1.http_url + "/ws", mint(ROOM, "v", ["subscribe"]))
+        other = "other-room"
+        ws2 = await join(http, n1.http_url + "/ws", mint(other, "v", ["subscribe"]))
+        assert await n1.cluster.directory.origin(ROOM) == "n1"
+        assert await n1.cluster.directory.origin(other) == "n1"
+        # n2 thought n1 dead (n1's loop stalled) and released its rooms; then a host took
+        # `other` on n2.
+        assert set(await n2.cluster.directory.release_node("n1")) == {ROOM, other}
+        assert await n2.cluster.directory.claim(other, "n2") == "n2"
+        await n2.cluster.heartbeat()
+        await n1.cluster.heartbeat()
+        assert await n1.cluster.directory.origin(ROOM) == "n1"  # taken back
+        assert ROOM in n1.cluster.origins and other not in n1.cluster.origins
+        # The viewer of the room n2 holds now is sent there; the other one stays.
+        msg = json.loads(await ws2.receive_str(timeout=10))
+        assert msg["type"] == "redirect" and msg["node"] == "n2", msg
+        assert not ws.closed
+        await ws.close()
+        await ws2.close()
