@@ -347,6 +347,17 @@ async def test_orders_on_two_nodes_never_oversell(
         status, orders = await api(n1.http_url, "GET", f"/api/rooms/{ROOM}/orders", admin)
         assert status == 200 and orders["count"] == stock, orders
         assert sum(confirmed_by_node.values()) == stock
+        # A viewer that fails over to the other node and re-sends its orders with the same
+        # keys (as client.js does) gets the recorded results, never a second decision.
+        [moved] = await connect_viewers(n2.http_url, ROOM, ["n1-0"],
+                                        lambda name: mint(ROOM, name, "subscribe"))
+        viewers.append(moved)
+        for k in range(keys):
+            moved.order(f"k{k}", "drop", "flash")
+        await moved.wait_for(lambda v: len(v.results) == keys, 30)
+        first = next(v for v in groups[0] if v.name == "n1-0")
+        assert {k: r[0] for k, r in moved.results.items()} == {
+            k: r[0] for k, r in first.results.items()}
         # Every viewer, on either node, ends on stock 0 with increasing seqs.
         for v in viewers:
             await v.wait_for(lambda v: any(m.get("stock") == 0 for m in v.of_type(
