@@ -468,3 +468,33 @@ async def test_stalled_origin_takes_its_rooms_back_or_yields_them(
         assert not ws.closed
         await ws.close()
         await ws2.close()
+
+
+async def test_lost_feed_subscription_resyncs_viewers_with_a_snapshot(
+    plain_pair: tuple[Any, Any], mint: Callable[..., str], redis_server: RedisServer,
+) -> None:
+    n1, _ = plain_pair
+    admin = mint(ROOM, "host", ["admin"])
+    await setup_sale(n1.http_url, ROOM, admin, product="p1", sale="s1", stock=5)
+    [viewer] = await connect_viewers(n1.http_url, ROOM, ["a"], lambda n: mint(ROOM, n, "subscribe"))
+    try:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            killed = await client.client_kill_filter(_type="pubsub")
+        finally:
+            await client.aclose()
+        assert killed >= 2  # both nodes' feeds
+        # The card pinned while the feed is down would be missed; the snapshot after the
+        # reconnect carries it.
+        status, body = await api(n1.http_url, "POST", f"/api/rooms/{ROOM}/card", admin,
+                                 {"product_id": "p1"})
+        assert status == 200, body
+        await viewer.wait_for(lambda v: len(v.of_type("snapshot")) >= 2, 10)
+        await viewer.wait_for(
+            lambda v: v.of_type("snapshot")[-1]["card"] is not None
+            or v.of_type("product.card"), 10)
+        assert n1.commerce.bus.feed_errors >= 1
+    finally:
+        await close_viewers([viewer])
