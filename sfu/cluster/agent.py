@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfu.cluster")
 
 
+class ClusterUnavailable(RuntimeError):
+    """The cluster Redis cannot be reached when the node starts."""
+
+
 def default_node_id(http_port: int) -> str:
     return f"{socket.gethostname()}-{http_port}"[:64]
 
@@ -88,8 +92,15 @@ class ClusterAgent:
 
     @classmethod
     async def start(cls, node: Node) -> ClusterAgent:
-        directory = RedisDirectory(node.settings.cluster_redis_url)
-        await directory.open()
+        url = node.settings.cluster_redis_url
+        directory = RedisDirectory(url)
+        try:
+            await directory.open()
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(f"cannot reach the cluster Redis at {url}: {exc}") from exc
+        if node.commerce is not None and getattr(node.commerce, "bus", None) is None:
+            log.warning("cluster without a Redis commerce store: stock, orders and room "
+                        "messages stay on each node (set --store redis://...)")
         agent = cls(node, directory)
         await agent.heartbeat()
         agent._task = asyncio.ensure_future(agent._loop())

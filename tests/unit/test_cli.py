@@ -24,6 +24,11 @@ ENV_VARS = (
     "SFU_UDP_PORT",
     "SFU_PUBLIC_IP",
     "SFU_DATA_DIR",
+    "SFU_CLUSTER_REDIS_URL",
+    "SFU_NODE_ID",
+    "SFU_PUBLIC_URL",
+    "SFU_NODE_CAPACITY",
+    "SFU_CASCADE_PORT",
 )
 
 
