@@ -7,7 +7,8 @@ Rules (docs/deploy.md#cluster):
   clocks. A node whose counter has not moved for ``ttl`` seconds, or whose registry record
   is gone (Redis expired it), is dead.
 - A room's origin is the node that holds its publisher. The first request for a room
-  without a live origin makes the node that serves it the origin (``Serve.claim``).
+  without a live origin makes the node that serves it the origin (``Serve.claim``); a full
+  node sends that request to the least-filled node first, so rooms spread by load.
 - A publisher always goes to the origin. A viewer is served where it asks if that node is
   the origin or relays the room over the cascade and has spare capacity; otherwise it is
   sent to the least-filled node that can serve it (without the cascade: the origin).
@@ -152,14 +153,19 @@ def place(
     stale = origin_id if origin_id is not None and origin is None else None
     dead = origin_id if origin_id is not None and origin_id not in living else None
 
+    may_redirect = hops < MAX_HOPS
     if role == "publisher":
         if origin is None:
-            return Serve(claim=True, replace=stale)
+            # A new origin: here, unless this node is full and another has room.
+            target = None if me.spare or not may_redirect else least_filled(
+                n for n in candidates.values() if n.spare)
+            if target is None or target is me:
+                return Serve(claim=True, replace=stale)
+            return Redirect(target, "load")
         if origin is me:
             return Serve()
         return Redirect(origin, "origin")
 
-    may_redirect = hops < MAX_HOPS
     if origin is None:
         # No usable origin: the viewer waits on some node, which becomes the room's origin
         # unless a live origin (one the client excludes) still holds it.

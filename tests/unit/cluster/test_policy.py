@@ -93,6 +93,15 @@ def test_publisher_claims_a_room_without_origin() -> None:
     )
 
 
+def test_new_room_goes_to_the_least_filled_node_when_this_one_is_full() -> None:
+    full, b, c = node("a", viewers=10), node("b", viewers=8), node("c", viewers=3)
+    assert place(role="publisher", me=full, origin_id=None, alive=[b, c]) == Redirect(c, "load")
+    assert place(role="publisher", me=full, origin_id=None, alive=[b, c],
+                 hops=MAX_HOPS) == Serve(claim=True)
+    assert place(role="publisher", me=full, origin_id=None,
+                 alive=[node("b", viewers=10)]) == Serve(claim=True)
+
+
 def test_publisher_goes_to_the_live_origin() -> None:
     me, b = node("a"), node("b")
     assert place(role="publisher", me=me, origin_id="a", alive=[me, b]) == Serve()
