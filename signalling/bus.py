@@ -21,6 +21,8 @@ Keys and channels (under the store's prefix, default ``cs:``)::
 
     room:<room>:seq        int     last seq used
     room:<room>:card       string  "<seq> <product.card JSON>" of the last pinned card
+    room:<room>:presence:<node>  "<viewers> <open carts>" on that node (expires)
+    room:<room>:members    set     nodes that reported presence (pruned when expired)
     once:<key>             string  de-duplication marker (expires)
     bus:<room>             channel "<seq> <type> <JSON without seq>"
 """
@@ -134,6 +136,39 @@ class RoomBus:
             return None
         seq_text, _, payload = str(value).partition(" ")
         return int(seq_text), payload
+
+    # --- presence: viewers and open carts per node, summed for the operator API ------------
+
+    async def report(self, room: str, member: str, viewers: int, carts: int, ttl: float) -> None:
+        """This node's counts for ``room``; they vanish ``ttl`` seconds after the last report
+        (a node that dies stops being counted)."""
+        async with self._r().pipeline(transaction=False) as pipe:
+            pipe.set(self._k("room", room, "presence", member), f"{viewers} {carts}",
+                     px=int(ttl * 1000))
+            pipe.sadd(self._k("room", room, "members"), member)
+            await pipe.execute()
+
+    async def totals(self, room: str, *, skip: str = "") -> tuple[int, int]:
+        """(viewers, open carts) reported for ``room`` by every node except ``skip``."""
+        r = self._r()
+        members = sorted(str(m) for m in await r.smembers(self._k("room", room, "members")))
+        members = [m for m in members if m != skip]
+        if not members:
+            return 0, 0
+        values = await r.mget([self._k("room", room, "presence", m) for m in members])
+        viewers = carts = 0
+        gone = []
+        for member, value in zip(members, values, strict=True):
+            if value is None:
+                gone.append(member)
+                continue
+            v, _, c = str(value).partition(" ")
+            if v.isdigit() and c.isdigit():
+                viewers += int(v)
+                carts += int(c)
+        if gone:
+            await r.srem(self._k("room", room, "members"), *gone)
+        return viewers, carts
 
     async def _read_loop(self) -> None:
         first = True

@@ -31,6 +31,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import secrets
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -64,6 +67,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signalling.service")
 
+PRESENCE_INTERVAL: Final = 1.0  # seconds between a node's viewer/cart count reports
+PRESENCE_TTL: Final = 3.0  # a node's counts stop counting this long after its last report
 STOCK_INTERVAL: Final = 0.2  # at most 5 stock.updated per second per product
 CART_RATE: Final = (10.0, 10.0)  # cart events per second, burst
 ORDER_RATE: Final = (5.0, 10.0)  # orders per second, burst (a retry per attempt)
@@ -102,7 +107,8 @@ class CommerceStats:
         self.received: Counter[str] = Counter()  # by type (or "invalid")
         self.errors: Counter[str] = Counter()  # error replies by code
         self.orders: Counter[str] = Counter()  # by status ("failed": store error)
-        # cross-node feed: published, deduplicated, publish_failed, delivered, stale
+        # cross-node feed: published, deduplicated, publish_failed, delivered, stale,
+        # presence_failed
         self.feed: Counter[str] = Counter()
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -499,6 +505,9 @@ class CommerceService:
         self._closing = False
         # The cross-node feed (signalling.bus), with a Redis store; set by open().
         self.bus: RoomBus | None = None
+        # This node in the feed's presence counts (the cluster id once the cluster is up).
+        self._member = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._presence: asyncio.Task[None] | None = None
         # Told every room message as broadcast: (room, type, JSON text). The recorder's
         # commerce timeline (sfu.recording) listens here.
         self.observers: list[Callable[[str, str, str], None]] = []
@@ -521,10 +530,15 @@ class CommerceService:
                 await store.close()
                 raise
             service.bus = bus
+            service._presence = asyncio.ensure_future(service._presence_loop())
         return service
 
     async def close(self) -> None:
         self._closing = True
+        if self._presence is not None:
+            self._presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence
         for room in self.rooms.values():
             room.close()
         # Orders already handed to the store finish (their answers may be on disk).
@@ -540,6 +554,27 @@ class CommerceService:
     def notify(self, room: str, type_: str, text: str) -> None:
         for observer in self.observers:
             observer(room, type_, text)
+
+    @property
+    def member(self) -> str:
+        return getattr(self.node, "node_id", "") or self._member
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_INTERVAL)
+            try:
+                await self.report_presence()
+            except (RedisError, OSError) as exc:
+                self.stats.feed["presence_failed"] += 1
+                log.warning("cannot report room presence: %r", exc)
+
+    async def report_presence(self) -> None:
+        """Write this node's viewers and open carts of every room it has state for."""
+        bus = self.bus
+        assert bus is not None
+        for room in list(self.rooms.values()):
+            await bus.report(room.name, self.member, len(room.viewers), room.open_carts(),
+                             PRESENCE_TTL)
 
     def _on_feed(self, room_name: str, seq: int, type_: str, payload: str) -> None:
         room = self.rooms.get(room_name)
@@ -892,13 +927,23 @@ class CommerceService:
 
     async def admin_state(self, room_name: str) -> dict[str, Any]:
         room = await self.loaded_room(room_name)
+        viewers, carts = len(room.viewers), room.open_carts()
+        if self.bus is not None:
+            # Every node's counts: this node's now, the others' as of their last report.
+            try:
+                others = await self.bus.totals(room.name, skip=self.member)
+            except (RedisError, OSError) as exc:
+                self.stats.feed["presence_failed"] += 1
+                log.warning("cannot read room presence: %r", exc)
+                others = (0, 0)
+            viewers, carts = viewers + others[0], carts + others[1]
         now = time.time()
         return {
             "room": room.name,
             "seq": room.seq,
             "server_time": now,
-            "viewers": len(room.viewers),
-            "carts": room.open_carts(),
+            "viewers": viewers,
+            "carts": carts,
             "card": None if room.card is None else room.card.id,
             "sale": None if room.sale is None else sale_json(room.sale, now),
             "stock": dict(room.stock),
@@ -962,7 +1007,7 @@ class _Collector(Collector):
             feed["lost"] = bus.feed_errors
         yield counter("feed_events", "Cross-node room message feed (Redis): published, "
                       "deduplicated, publish_failed, delivered, stale, malformed, lost "
-                      "(subscription reconnects)", "event", feed)
+                      "(subscription reconnects), presence_failed", "event", feed)
         resyncs = CounterMetricFamily("sfu_commerce_resyncs", "Snapshots sent to slow viewers")
         resyncs.add_metric([], f.resyncs)
         yield resyncs

@@ -512,3 +512,28 @@ async def test_lost_feed_subscription_resyncs_viewers_with_a_snapshot(
         assert n1.commerce.bus.feed_errors >= 1
     finally:
         await close_viewers([viewer])
+
+
+async def test_studio_counters_add_up_viewers_and_carts_of_every_node(
+    cascade_pair: tuple[Any, Any], mint: Callable[..., str],
+) -> None:
+    n1, n2 = cascade_pair
+    admin = mint(ROOM, "host", ["admin"])
+    await setup_sale(n1.http_url, ROOM, admin, product="p1", sale="s1", stock=5)
+    assert await n1.cluster.directory.claim(ROOM, "n1") == "n1"
+    viewers = [
+        *await connect_viewers(n1.http_url, ROOM, ["a"], lambda n: mint(ROOM, n, "subscribe")),
+        *await connect_viewers(n2.http_url, ROOM, ["b", "c"],
+                               lambda n: mint(ROOM, n, "subscribe")),
+    ]
+    try:
+        viewers[2].send({"v": 1, "type": "cart.add", "product_id": "p1", "quantity": 1})
+        await viewers[2].wait_for(lambda v: v.of_type("cart.updated"), 10)
+        for node in (n1, n2):  # what the once-a-second presence loop does
+            await node.commerce.report_presence()
+        for node in (n1, n2):
+            status, state = await api(node.http_url, "GET", f"/api/rooms/{ROOM}/state", admin)
+            assert status == 200
+            assert (state["viewers"], state["carts"]) == (3, 1), (node.node_id, state)
+    finally:
+        await close_viewers(viewers)
