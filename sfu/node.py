@@ -207,11 +207,10 @@ class Node:
         """Tell the room's clients on this node to reconnect to ``url`` (the node that now
         serves the room): room sockets get ``redirect``, datachannels ``drain`` with reason
         ``moved``. Returns how many clients were told."""
-        from sfu.cluster.agent import redirect_url
+        from sfu.cluster.agent import socket_url
 
         told = 0
-        ws_url = redirect_url(url, "/ws", {"hops": "1"})
-        ws_url = "ws" + ws_url[4:] if ws_url.startswith("http") else ws_url
+        ws_url = socket_url(url, {"hops": "1"})
         for listener in list(self.room_listeners.get(room, ())):
             session = getattr(listener, "__self__", None)
             move = getattr(session, "move", None)

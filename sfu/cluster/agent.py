@@ -62,6 +62,12 @@ def redirect_url(base: str, path: str, query: dict[str, str]) -> str:
     return f"{base}{path}" + (f"?{qs}" if qs else "")
 
 
+def socket_url(base: str, query: dict[str, str]) -> str:
+    """The room-protocol WebSocket URL of the node at ``base`` (http -> ws, https -> wss)."""
+    url = redirect_url(base, "/ws", query)
+    return "ws" + url[4:] if url.startswith("http") else url
+
+
 def parse_exclude(values: list[str]) -> frozenset[str]:
     """``exclude=a&exclude=b`` or ``exclude=a,b``: node ids a client saw fail."""
     return frozenset(p.strip() for v in values for p in v.split(",") if p.strip())

@@ -125,7 +125,7 @@ class RoomSession:
     async def _redirected(self, claims: Claims, ref: Any) -> bool:
         """In a cluster: tell the client to reconnect elsewhere if this node does not serve
         the room for it (a publisher goes to the room's origin), then close."""
-        from sfu.cluster.agent import redirect_url
+        from sfu.cluster.agent import socket_url
         from sfu.cluster.policy import Redirect
 
         cluster = self.node.cluster
@@ -141,10 +141,9 @@ class RoomSession:
         if self.exclude:
             query["exclude"] = ",".join(sorted(self.exclude))
         target = placed.target
-        url = redirect_url(target.url, "/ws", query)
-        ws_url = "ws" + url[4:] if url.startswith("http") else url  # http->ws, https->wss
         await self.send(
-            "redirect", id=ref, url=ws_url, node_url=target.url, node=target.node_id,
+            "redirect", id=ref, url=socket_url(target.url, query), node_url=target.url,
+            node=target.node_id,
             reason=placed.reason,
         )
         await self.ws.close()
