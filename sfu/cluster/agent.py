@@ -87,6 +87,7 @@ class ClusterAgent:
         self.view = ClusterView(self.node_id, NODE_TTL)
         self.origins = Leases()  # rooms this node claimed
         self.relayed = Leases()  # rooms this node receives over the cascade
+        self.relay_from: dict[str, str] = {}  # relayed room -> the origin it comes from
         self.beat = 0
         self.heartbeat_failures = 0
         self.directory_errors = 0
@@ -177,26 +178,34 @@ class ClusterAgent:
         for room in self.origins.sweep(present, now):
             await self.directory.release(room, self.node_id)
         for room in self.relayed.sweep(present, now):
+            self.relay_from.pop(room, None)
             if self.node.cascade is not None:
                 await self.node.cascade.unsubscribe(room)
 
     async def _rehome(self, present: set[str], now: float) -> None:
-        """Rooms with clients here that this node neither holds nor relays (a viewer that
-        arrived while the origin was unreachable): claim them once the origin is dead, or
-        send their clients to the origin once another node holds the room."""
-        waiting = [r for r in present if r not in self.origins and r not in self.relayed]
-        for room in waiting:
+        """Rooms with clients here that this node does not hold: if it relays them from
+        their live origin, nothing to do; otherwise (clients that arrived while the origin
+        was unreachable, or an origin that died or changed) claim the room, relay it from
+        the new origin, or send its clients there."""
+        rooms = sorted(r for r in present if r not in self.origins)
+        current = await self.directory.origins(rooms)
+        for room in rooms:
+            origin_id = current[room]
+            if (room in self.relayed and origin_id is not None
+                    and self.relay_from.get(room) == origin_id
+                    and self.view.is_alive(origin_id, now)):
+                continue
             try:
-                await self._rehome_room(room, now)
+                await self._rehome_room(room, origin_id, now)
             except (RedisError, OSError):
                 raise
             except Exception as exc:  # a cascade failure: try again next heartbeat
                 log.warning("cannot re-home room", extra={"room": room, "error": repr(exc)})
 
-    async def _rehome_room(self, room: str, now: float) -> None:
-        origin_id = await self.directory.origin(room)
+    async def _rehome_room(self, room: str, origin_id: str | None, now: float) -> None:
         decided = rehome(me=self.me(), origin_id=origin_id, alive=self.view.alive(now))
         if isinstance(decided, Redirect):
+            await self._stop_relay(room)
             target = decided.target
             moved = self.node.move_room(room, target.url, target.node_id)
             self.redirects[("moved", "origin")] += moved
@@ -206,11 +215,22 @@ class ClusterAgent:
             assert self.node.cascade is not None
             await self.node.cascade.subscribe(room, decided.cascade_from.cascade)
             self.relayed.touch(room)
+            self.relay_from[room] = decided.cascade_from.node_id
+            log.info("relaying room from its origin",
+                     extra={"room": room, "origin": decided.cascade_from.node_id})
         elif not decided.claim:
             self.origins.touch(room)
         elif await self.directory.claim(room, self.node_id, replace=decided.replace) == self.node_id:
+            await self._stop_relay(room)  # the old origin is gone; the host comes here now
             self.origins.touch(room)
-        # else another node took the room just now: the next heartbeat moves the clients
+        # else another node took the room just now: the next heartbeat follows it
+
+    async def _stop_relay(self, room: str) -> None:
+        if room in self.relayed:
+            self.relayed.drop(room)
+            self.relay_from.pop(room, None)
+            if self.node.cascade is not None:
+                await self.node.cascade.unsubscribe(room)
 
     # --- placement -----------------------------------------------------------------------------
 
@@ -255,6 +275,7 @@ class ClusterAgent:
                                 extra={"room": room, "error": repr(exc)})
                     return Redirect(placed.cascade_from, "origin")
                 self.relayed.touch(room)
+                self.relay_from[room] = placed.cascade_from.node_id
             elif not placed.claim and room in self.origins:
                 self.origins.touch(room)
         elif placed.reason == "load":

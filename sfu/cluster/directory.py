@@ -165,6 +165,13 @@ class RedisDirectory:
         value = await self._r().get(self._k("origin", room))
         return None if value is None else str(value)
 
+    async def origins(self, rooms: list[str]) -> dict[str, str | None]:
+        """The origin of each room (None: unclaimed), in one round trip."""
+        if not rooms:
+            return {}
+        values = await self._r().mget([self._k("origin", r) for r in rooms])
+        return {r: None if v is None else str(v) for r, v in zip(rooms, values, strict=True)}
+
     async def claim(self, room: str, node_id: str, *, replace: str | None = None) -> str:
         """Make ``node_id`` the room's origin unless a live one holds it; return the origin."""
         result = await self._claim(

@@ -537,3 +537,39 @@ async def test_studio_counters_add_up_viewers_and_carts_of_every_node(
             assert (state["viewers"], state["carts"]) == (3, 1), (node.node_id, state)
     finally:
         await close_viewers(viewers)
+
+
+async def test_edge_follows_the_room_to_its_new_origin(
+    cluster_settings: Any, mint: Callable[..., str],
+) -> None:
+    nodes = [await start_node(cluster_settings, nid, True) for nid in ("n1", "n2", "n3")]
+    try:
+        n1, n2, n3 = nodes
+        for n in nodes:
+            await n.cluster.heartbeat()
+        assert await n1.cluster.directory.claim(ROOM, "n1") == "n1"
+        viewers = await connect_viewers(n2.http_url, ROOM, ["v"],
+                                        lambda n: mint(ROOM, n, "subscribe"))
+        try:
+            assert len(n2.cascade.subscribed) == 1 and n2.cluster.relay_from[ROOM] == "n1"
+            await n2.cluster.heartbeat()
+            assert len(n2.cascade.subscribed) == 1, "relaying from the live origin: no change"
+            # n1 dies and the host re-publishes on n3, which takes the room over.
+            n1.cluster._task.cancel()
+            await n1.cluster.directory.deregister("n1")
+            assert await n3.cluster.directory.claim(ROOM, "n3", replace="n1") == "n3"
+            await n3.cluster.heartbeat()
+            await n2.cluster.heartbeat()
+            assert n2.cluster.relay_from[ROOM] == "n3"
+            assert len(n2.cascade.subscribed) == 2
+            # Then n3 dies too, and nobody holds the room: the edge with viewers takes it.
+            n3.cluster._task.cancel()
+            await n3.cluster.directory.deregister("n3")
+            await n2.cluster.heartbeat()
+            assert await n2.cluster.directory.origin(ROOM) == "n2"
+            assert n2.cascade.unsubscribed == [ROOM] and ROOM not in n2.cluster.relay_from
+        finally:
+            await close_viewers(viewers)
+    finally:
+        for n in reversed(nodes):
+            await asyncio.wait_for(n.stop(), 30)
