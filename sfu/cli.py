@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sfu import __version__
 from sfu.auth import GRANTS, mint_token
@@ -76,6 +79,28 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--recording-retention-days", type=float,
         help="delete recordings this many days after they end (default 0: keep)",
+    )
+    serve.add_argument(
+        "--cluster-redis-url", metavar="URL",
+        help="Redis of the node registry and room directory; empty runs one node "
+        "(env SFU_CLUSTER_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--node-id", help="this node's id in the cluster (env SFU_NODE_ID; <hostname>-<http port>)"
+    )
+    serve.add_argument(
+        "--public-url", metavar="URL",
+        help="HTTP(S) URL other nodes redirect clients to (env SFU_PUBLIC_URL; "
+        "http://<first public IP>:<http port>)",
+    )
+    serve.add_argument(
+        "--node-capacity", type=int,
+        help="viewer sessions before the cluster prefers other nodes (env SFU_NODE_CAPACITY; "
+        "0: no limit)",
+    )
+    serve.add_argument(
+        "--cascade-port", type=int,
+        help="UDP port of the QUIC cascade listener (env SFU_CASCADE_PORT; 0: off)",
     )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
@@ -178,7 +203,43 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         record_rooms=[r.strip() for r in args.record_room or [] if r.strip()],
         recordings_dir=args.recordings_dir or "",
         recording_retention_days=max(0.0, args.recording_retention_days or 0.0),
+        **_cluster_settings(args, env),
     )
+
+
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+
+def _cluster_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """The cluster settings (docs/deploy.md#cluster), validated."""
+    url = (args.cluster_redis_url if args.cluster_redis_url is not None
+           else env.get("SFU_CLUSTER_REDIS_URL", "")).strip()
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"cluster Redis URL {url!r} must start with redis://, rediss:// or unix://")
+    node_id = (args.node_id if args.node_id is not None else env.get("SFU_NODE_ID", "")).strip()
+    if node_id and not _NODE_ID_RE.match(node_id):
+        raise UsageError(f"node id {node_id!r} must be 1-64 of A-Z a-z 0-9 . _ : -")
+    public_url = (args.public_url if args.public_url is not None
+                  else env.get("SFU_PUBLIC_URL", "")).strip().rstrip("/")
+    if public_url:
+        parts = urllib.parse.urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise UsageError(f"public URL {public_url!r} must be http(s)://host[:port]")
+    capacity = (args.node_capacity if args.node_capacity is not None
+                else _env_int(env, "SFU_NODE_CAPACITY"))
+    if capacity is not None and capacity < 0:
+        raise UsageError(f"node capacity must be 0 (no limit) or more, got {capacity}")
+    cascade = (args.cascade_port if args.cascade_port is not None
+               else _env_int(env, "SFU_CASCADE_PORT"))
+    if cascade:
+        _check_port("cascade port", cascade)
+    return {
+        "cluster_redis_url": url,
+        "node_id": node_id,
+        "public_url": public_url,
+        "node_capacity": capacity or 0,
+        "cascade_port": cascade or 0,
+    }
 
 
 def _store_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
@@ -239,9 +300,15 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_credentials(settings, env)
     print(_banner(settings), flush=True)
     # Imported late: the media stack is heavy and `token` must not need it.
+    from sfu.cluster.agent import ClusterUnavailable
     from sfu.node import run_node
 
-    run_node(settings)
+    try:
+        run_node(settings)
+    except ClusterUnavailable as exc:
+        # Exit 1, not 2: Redis may come back, so supervisors should restart the node.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -74,6 +74,17 @@ class Settings:
     # (sfu.core.bwe registry: gcc, remb, null) and whether to probe with RTX padding.
     bwe_estimator: str = "gcc"
     bwe_probing: bool = True
+    # Cluster (docs/deploy.md): the Redis holding the node registry and room directory
+    # (empty: one node, no registry); this node's id (empty: <hostname>-<http port>); the HTTP
+    # URL other nodes redirect clients to (empty: http://<first advertised IP>:<http port>);
+    # how many viewer sessions this node takes before the directory prefers others (0: no
+    # limit).
+    cluster_redis_url: str = ""
+    node_id: str = ""
+    public_url: str = ""
+    node_capacity: int = 0
+    # UDP port of the QUIC cascade listener; 0 = off
+    cascade_port: int = 0
 
 
 def _local_ipv4_addresses() -> list[str]:

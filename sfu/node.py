@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 from aiortc import RTCDataChannel
@@ -34,6 +34,10 @@ from sfu.net.udp import UdpMux
 from sfu.offer import Answered, answer_offer, create_peer, parse_offer
 from sfu.sdp import SdpError
 from sfu.wire import rtcp
+
+if TYPE_CHECKING:
+    from sfu.cluster.agent import ClusterAgent
+    from sfu.cluster.types import Cascade
 
 log = logging.getLogger("sfu.node")
 
@@ -76,6 +80,12 @@ class Node:
         self.commerce: Any = None
         # The recordings (sfu.recording.recorder.RecorderManager), set by start().
         self.recorder: Any = None
+        # The cluster layer (sfu.cluster.agent.ClusterAgent), set by start() when
+        # settings.cluster_redis_url is set; None for a single node.
+        self.cluster: ClusterAgent | None = None
+        # The origin-to-edge relay; None when the cascade is off (a node that is not a
+        # room's origin then redirects its viewers to the origin).
+        self.cascade: Cascade | None = None
         # room name -> callbacks told when the room's set of tracks changes (room protocol)
         self.room_listeners: dict[str, set[Callable[[Room], None]]] = {}
         self._peer_networks = [ipaddress.ip_network(n, strict=False) for n in settings.peer_networks]
@@ -126,13 +136,24 @@ class Node:
         site = web.TCPSite(self._runner, s.host, s.http_port)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
+        if s.cluster_redis_url:
+            from sfu.cluster.agent import ClusterAgent
+
+            self.cluster = await ClusterAgent.start(self)
         self._tick_task = asyncio.ensure_future(self._tick_loop())
         log.info(
             "node started",
             extra={"http": self.http_url, "udp_port": self.udp_port, "ips": self.advertised_ips},
         )
 
+    @property
+    def node_id(self) -> str:
+        """This node's cluster id ('' for a single node)."""
+        return self.cluster.node_id if self.cluster is not None else ""
+
     async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()  # first: no client is sent here any more
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +189,8 @@ class Node:
             return
         self.draining = True
         log.info("draining", extra={"reason": reason, "sessions": self.active_sessions()})
+        if self.cluster is not None:
+            asyncio.ensure_future(self._leave_cluster())
         for listeners in list(self.room_listeners.values()):
             for listener in list(listeners):
                 send = getattr(getattr(listener, "__self__", None), "send", None)
@@ -179,6 +202,38 @@ class Node:
                 if channel.readyState == "open":
                     with contextlib.suppress(Exception):  # a channel closing under us
                         channel.send(message)
+
+    def move_room(self, room: str, url: str, node_id: str) -> int:
+        """Tell the room's clients on this node to reconnect to ``url`` (the node that now
+        serves the room): room sockets get ``redirect``, datachannels ``drain`` with reason
+        ``moved``. Returns how many clients were told."""
+        from sfu.cluster.agent import socket_url
+
+        told = 0
+        ws_url = socket_url(url, {"hops": "1"})
+        for listener in list(self.room_listeners.get(room, ())):
+            session = getattr(listener, "__self__", None)
+            move = getattr(session, "move", None)
+            if callable(move):
+                asyncio.ensure_future(move(ws_url, url, node_id))
+                told += 1
+        message = json.dumps({"v": 1, "type": "drain", "reason": "moved"}, separators=(",", ":"))
+        for peer in list(self.peers.values()):
+            if peer.room.name != room or peer.kind == "ws":
+                continue
+            for channel in list(peer.channels):
+                if channel.readyState == "open":
+                    with contextlib.suppress(Exception):
+                        channel.send(message)
+                        told += 1
+        return told
+
+    async def _leave_cluster(self) -> None:
+        assert self.cluster is not None
+        try:
+            await self.cluster.leave()
+        except Exception as exc:  # the registry record then expires on its own
+            log.warning("cannot leave the cluster", extra={"error": repr(exc)})
 
     async def _close_room_sockets(self) -> None:
         """Close joined room-protocol WebSockets (1001 going away) so the HTTP server stops

@@ -12,6 +12,10 @@ it). It is the asyncio shell around ``signalling.domain`` and ``signalling.store
   ``cart.updated``, ``error``, ``clock.pong``) carry none; a ``snapshot`` carries the seq of
   the last room message it includes;
 - ``stock.updated`` is coalesced per product to at most one per ``STOCK_INTERVAL``;
+- with a Redis store, room messages go through ``signalling.bus.RoomBus``: the seq is one
+  Redis counter per room and every node, this one included, delivers the messages to its
+  viewers from the Redis feed, so an admin action on any node reaches viewers on all nodes
+  in one order;
 - writes go through a paced, bounded ``fanout.Outbox`` per channel;
 - viewer input is validated by ``messages.decode_client_message`` and rate limited per
   session (token buckets); ``admin.*`` needs the token's ``admin`` grant;
@@ -27,11 +31,15 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import secrets
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -39,9 +47,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from signalling import convert
 from signalling import messages as m
+from signalling.bus import RoomBus
 from signalling.domain.cart import Cart, CartError
 from signalling.domain.catalog import CatalogError, Product, is_valid_id
 from signalling.domain.ratelimit import TokenBucket
@@ -57,12 +67,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signalling.service")
 
+PRESENCE_INTERVAL: Final = 1.0  # seconds between a node's viewer/cart count reports
+PRESENCE_TTL: Final = 3.0  # a node's counts stop counting this long after its last report
 STOCK_INTERVAL: Final = 0.2  # at most 5 stock.updated per second per product
 CART_RATE: Final = (10.0, 10.0)  # cart events per second, burst
 ORDER_RATE: Final = (5.0, 10.0)  # orders per second, burst (a retry per attempt)
 MESSAGE_RATE: Final = (50.0, 100.0)  # any message (pings included), per second, burst
 ERROR_RATE: Final = (5.0, 20.0)  # error replies we send back, per second, burst
 MAX_CARTS: Final = 100_000  # carts kept per room (by identity, across reconnects)
+# Room messages as they come back from the cross-node feed (signalling.bus).
+_ROOM_MESSAGE: Final = msgspec.json.Decoder(
+    m.ProductCard | m.SaleScheduled | m.SaleStarted | m.SaleEnded | m.StockUpdated
+)
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -91,6 +107,9 @@ class CommerceStats:
         self.received: Counter[str] = Counter()  # by type (or "invalid")
         self.errors: Counter[str] = Counter()  # error replies by code
         self.orders: Counter[str] = Counter()  # by status ("failed": store error)
+        # cross-node feed: published, deduplicated, publish_failed, delivered, stale,
+        # presence_failed
+        self.feed: Counter[str] = Counter()
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -165,6 +184,8 @@ class RoomCommerce:
         self._stock_timers: dict[str, asyncio.TimerHandle] = {}
         self._sale_timer: asyncio.TimerHandle | None = None
         self._loaded: asyncio.Future[None] | None = None
+        # Feed messages that arrive while the room loads (bus mode): applied after it.
+        self._buffer: list[tuple[int, str, str]] | None = None
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -184,11 +205,29 @@ class RoomCommerce:
 
     async def _load(self) -> None:
         store = self.service.store
-        products = await store.list_products(self.name)
-        self.products = {p.id for p in products}
-        for p in products:
-            self.stock[p.id] = await store.stock(p.id)
-        await self.refresh_sale(announce=False)
+        bus = self.service.bus
+        if bus is not None:
+            # The seq first: what the store says next is at least as new as that seq, and
+            # later feed messages are kept until the state is read.
+            self._buffer = []
+            try:
+                self.seq = max(self.seq, await bus.seq(self.name))
+                card = await bus.card(self.name)
+                if card is not None:
+                    self._apply(_ROOM_MESSAGE.decode(card[1]))
+            except BaseException:
+                self._buffer = None
+                raise
+        try:
+            products = await store.list_products(self.name)
+            self.products = {p.id for p in products}
+            for p in products:
+                self.stock[p.id] = await store.stock(p.id)
+            await self.refresh_sale(announce=False)
+        finally:
+            buffered, self._buffer = self._buffer, None
+        for seq, type_, payload in buffered or ():
+            self.deliver(seq, type_, payload)
 
     def cart(self, identity: str) -> Cart:
         cart = self._carts.get(identity)
@@ -240,8 +279,21 @@ class RoomCommerce:
             seq=self.seq,
         )
 
-    def broadcast(self, build: Callable[[int], m.Message], coalesce: object = None) -> int:
-        """Send one room message (built with the next seq) to every ready viewer."""
+    def broadcast(
+        self,
+        build: Callable[[int | None], m.Message],
+        coalesce: object = None,
+        once: str | None = None,
+    ) -> int | None:
+        """Send one room message (built with the next seq) to every ready viewer.
+
+        With the cross-node feed the message is published (the seq is Redis's) and
+        delivered from the feed, on this node as on the others; None is returned then.
+        ``once`` de-duplicates a message several nodes send for the same reason.
+        """
+        if self.service.bus is not None:
+            self.service.spawn(self.publish(build(None), once=once))
+            return None
         self.seq += 1
         msg = build(self.seq)
         type_, data = _type_of(msg), _text(msg)
@@ -252,6 +304,9 @@ class RoomCommerce:
         return self.seq
 
     def broadcast_card(self) -> None:
+        if self.service.bus is not None:
+            self.service.spawn(self.publish(self._card_message(None, None)))
+            return
         self.seq += 1
         seq = self.seq
         common = _text(self._card_message(seq, None))
@@ -262,6 +317,84 @@ class RoomCommerce:
             personal = self._rtp_for(viewer)
             text = common if personal == self.card_rtp else _text(self._card_message(seq, viewer))
             viewer.outbox.push("product.card", text)
+
+    async def publish(self, msg: m.Message, *, once: str | None = None) -> int:
+        """Publish a room message (without seq) on the cross-node feed; its seq (0 if
+        ``once`` was published already)."""
+        bus = self.service.bus
+        assert bus is not None
+        feed = self.service.stats.feed
+        try:
+            seq = await bus.publish(self.name, _type_of(msg), _text(msg), once=once)
+        except (RedisError, OSError) as exc:
+            feed["publish_failed"] += 1
+            log.warning("cannot publish %s to room %s: %r", _type_of(msg), self.name, exc)
+            raise StoreError(f"cannot publish the room message: {exc}") from exc
+        feed["published" if seq else "deduplicated"] += 1
+        return seq
+
+    def deliver(self, seq: int, type_: str, payload: str) -> None:
+        """A room message from the feed: apply it to the room's state and send it to the
+        ready viewers, unless this room's state already includes it."""
+        if self._buffer is not None:
+            self._buffer.append((seq, type_, payload))
+            return
+        feed = self.service.stats.feed
+        if seq <= self.seq:
+            feed["stale"] += 1  # already part of the state this node loaded
+            return
+        try:
+            msg = _ROOM_MESSAGE.decode(payload)
+        except msgspec.ValidationError:
+            feed["malformed"] += 1
+            return
+        feed["delivered"] += 1
+        self.seq = seq
+        msg = self._apply(msg)
+        msg = msgspec.structs.replace(msg, seq=seq)
+        text = _text(msg)
+        self.service.notify(self.name, type_, text)
+        card_rtp = self.card_rtp
+        for viewer in list(self.viewers.values()):
+            if not viewer.ready:
+                continue
+            if isinstance(msg, m.ProductCard):
+                personal = self._rtp_for(viewer)
+                out = text if personal == card_rtp else _text(
+                    msgspec.structs.replace(msg, pinned_at_rtp=personal))
+                viewer.outbox.push(type_, out)
+            elif isinstance(msg, m.StockUpdated):
+                viewer.outbox.push(type_, text, coalesce=("stock", msg.product_id))
+            else:
+                viewer.outbox.push(type_, text)
+
+    def _apply(self, msg: Any) -> Any:
+        """Update this node's view of the room from a feed message; return the message as
+        the viewers get it (a stock level never goes back up)."""
+        if isinstance(msg, m.ProductCard):
+            same = (self.card is not None and self.card.id == msg.product_id
+                    and self.card_pinned_at == msg.pinned_at)
+            if not same:
+                # Pinned on another node: the host video here is the cascaded one.
+                self.card_source = self.service.host_video(self.name, None)
+            self.card = Product(
+                id=msg.product_id, room=self.name, name=msg.name, price_cents=msg.price_cents,
+                currency=msg.currency, image_url=msg.image_url, initial_stock=msg.stock,
+            )
+            self.card_pinned_at = msg.pinned_at
+            self.card_rtp = msg.pinned_at_rtp
+            self.products.add(msg.product_id)
+        elif isinstance(msg, m.SaleScheduled | m.SaleStarted | m.SaleEnded):
+            self.products.add(msg.product_id)
+            if self._loaded is not None and self._loaded.done():
+                self.service.spawn(self.refresh_sale(announce=False))
+        if isinstance(msg, m.ProductCard | m.StockUpdated | m.SaleScheduled | m.SaleStarted
+                      | m.SaleEnded):
+            known = self.stock.get(msg.product_id)
+            if known is not None and msg.stock > known:
+                msg = msgspec.structs.replace(msg, stock=known)
+            self.stock[msg.product_id] = msg.stock
+        return msg
 
     # --- stock -----------------------------------------------------------------------------
 
@@ -310,9 +443,12 @@ class RoomCommerce:
             self.announce_sale(sale)
         self._arm_sale_timer()
 
-    def announce_sale(self, sale: Sale) -> None:
+    def announce_sale(self, sale: Sale, *, once: str | None = None) -> None:
         stock = self.stock.get(sale.product_id, 0)
-        self.broadcast(lambda seq: convert.sale_event(sale, stock=stock, now=time.time(), seq=seq))
+        self.broadcast(
+            lambda seq: convert.sale_event(sale, stock=stock, now=time.time(), seq=seq),
+            once=once,
+        )
 
     def _arm_sale_timer(self) -> None:
         if self._sale_timer is not None:
@@ -338,7 +474,8 @@ class RoomCommerce:
             loop = asyncio.get_running_loop()
             self._sale_timer = loop.call_later(at - now, self._sale_transition, sale, at)
             return
-        self.announce_sale(sale)
+        # Every node with this room fires the same timer; the feed publishes one of them.
+        self.announce_sale(sale, once=f"{self.name}:{sale.id}:{sale_state(sale, now)}:{at!r}")
         self.service.spawn(self.refresh_sale(announce=False))
 
     def close(self) -> None:
@@ -366,6 +503,11 @@ class CommerceService:
         self.stats = CommerceStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # The cross-node feed (signalling.bus), with a Redis store; set by open().
+        self.bus: RoomBus | None = None
+        # This node in the feed's presence counts (the cluster id once the cluster is up).
+        self._member = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._presence: asyncio.Task[None] | None = None
         # Told every room message as broadcast: (room, type, JSON text). The recorder's
         # commerce timeline (sfu.recording) listens here.
         self.observers: list[Callable[[str, str, str], None]] = []
@@ -375,10 +517,28 @@ class CommerceService:
     async def open(cls, node: Node) -> CommerceService:
         s = node.settings
         store = await open_store(s.store_url or None, data_dir=s.data_dir)
-        return cls(node, store)
+        service = cls(node, store)
+        from signalling.store.redis import RedisStore
+
+        if isinstance(store, RedisStore):
+            bus = RoomBus(store.url, prefix=store.prefix, on_event=service._on_feed,
+                          on_resync=service._resync)
+            try:
+                await bus.open()
+            except BaseException:
+                await bus.close()
+                await store.close()
+                raise
+            service.bus = bus
+            service._presence = asyncio.ensure_future(service._presence_loop())
+        return service
 
     async def close(self) -> None:
         self._closing = True
+        if self._presence is not None:
+            self._presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence
         for room in self.rooms.values():
             room.close()
         # Orders already handed to the store finish (their answers may be on disk).
@@ -387,11 +547,58 @@ class CommerceService:
             await asyncio.wait(tasks, timeout=10)
         for task in tasks:
             task.cancel()
+        if self.bus is not None:
+            await self.bus.close()
         await self.store.close()
 
     def notify(self, room: str, type_: str, text: str) -> None:
         for observer in self.observers:
             observer(room, type_, text)
+
+    @property
+    def member(self) -> str:
+        return getattr(self.node, "node_id", "") or self._member
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_INTERVAL)
+            try:
+                await self.report_presence()
+            except (RedisError, OSError) as exc:
+                self.stats.feed["presence_failed"] += 1
+                log.warning("cannot report room presence: %r", exc)
+
+    async def report_presence(self) -> None:
+        """Write this node's viewers and open carts of every room it has state for."""
+        bus = self.bus
+        assert bus is not None
+        for room in list(self.rooms.values()):
+            await bus.report(room.name, self.member, len(room.viewers), room.open_carts(),
+                             PRESENCE_TTL)
+
+    def _on_feed(self, room_name: str, seq: int, type_: str, payload: str) -> None:
+        room = self.rooms.get(room_name)
+        if room is not None and room._loaded is not None:
+            room.deliver(seq, type_, payload)
+        # A room not loaded here reads its state (seq included) when it is first needed.
+
+    def _resync(self) -> None:
+        """The feed was lost for a while: re-read every room and send viewers a snapshot."""
+        self.spawn(self._reload_rooms())
+
+    async def _reload_rooms(self) -> None:
+        for room in list(self.rooms.values()):
+            if room._loaded is None or not room._loaded.done():
+                continue
+            room._loaded = None
+            try:
+                await room.load()
+            except Exception as exc:
+                log.warning("cannot reload room %s: %r", room.name, exc)
+                continue
+            for viewer in list(room.viewers.values()):
+                if viewer.ready:
+                    viewer.outbox.push("snapshot", _text(room.snapshot(viewer)), droppable=False)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -600,12 +807,16 @@ class CommerceService:
         room.card_rtp = pinned_at_rtp
         room.card_source = source
         room.stock[product.id] = await self.store.stock(product.id)
-        room.broadcast_card()
+        if self.bus is not None:
+            seq = await room.publish(room._card_message(None, None))
+        else:
+            room.broadcast_card()
+            seq = room.seq
         return {
             "product_id": product.id,
             "pinned_at": now,
             "pinned_at_rtp": pinned_at_rtp,
-            "seq": room.seq,
+            "seq": seq,
         }
 
     def host_video(self, room_name: str, host: str | None) -> Any:
@@ -716,13 +927,23 @@ class CommerceService:
 
     async def admin_state(self, room_name: str) -> dict[str, Any]:
         room = await self.loaded_room(room_name)
+        viewers, carts = len(room.viewers), room.open_carts()
+        if self.bus is not None:
+            # Every node's counts: this node's now, the others' as of their last report.
+            try:
+                others = await self.bus.totals(room.name, skip=self.member)
+            except (RedisError, OSError) as exc:
+                self.stats.feed["presence_failed"] += 1
+                log.warning("cannot read room presence: %r", exc)
+                others = (0, 0)
+            viewers, carts = viewers + others[0], carts + others[1]
         now = time.time()
         return {
             "room": room.name,
             "seq": room.seq,
             "server_time": now,
-            "viewers": len(room.viewers),
-            "carts": room.open_carts(),
+            "viewers": viewers,
+            "carts": carts,
             "card": None if room.card is None else room.card.id,
             "sale": None if room.sale is None else sale_json(room.sale, now),
             "stock": dict(room.stock),
@@ -779,6 +1000,14 @@ class _Collector(Collector):
                       f.coalesced)
         yield counter("errors", "Error replies, by code", "code", s.errors)
         yield counter("orders", "Orders decided, by status", "status", s.orders)
+        feed = Counter(s.feed)
+        bus = self.service.bus
+        if bus is not None:
+            feed["malformed"] += bus.malformed
+            feed["lost"] = bus.feed_errors
+        yield counter("feed_events", "Cross-node room message feed (Redis): published, "
+                      "deduplicated, publish_failed, delivered, stale, malformed, lost "
+                      "(subscription reconnects), presence_failed", "event", feed)
         resyncs = CounterMetricFamily("sfu_commerce_resyncs", "Snapshots sent to slow viewers")
         resyncs.add_metric([], f.resyncs)
         yield resyncs

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 15.0
 GATHER_TIMEOUT = 10.0
+MAX_REDIRECTS = 3  # cluster redirects followed (a node sends a client on at most twice)
 
 
 class WhipError(Exception):
@@ -74,7 +75,8 @@ async def _wait_gathering_complete(pc: RTCPeerConnection, limit: float) -> None:
 
 
 async def _exchange(
-    pc: RTCPeerConnection, http_url: str, endpoint: str, room: str, token: str
+    pc: RTCPeerConnection, http_url: str, endpoint: str, room: str, token: str,
+    query: dict[str, str] | None = None,
 ) -> str:
     """Create the offer, POST it, apply the answer. Return the absolute resource URL."""
     offer = await pc.createOffer()
@@ -83,20 +85,31 @@ async def _exchange(
     local = pc.localDescription
     assert local is not None
     url = f"{http_url.rstrip('/')}/{endpoint}/{urllib.parse.quote(room, safe='')}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
     headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as http,
-        http.post(url, data=local.sdp.encode(), headers=headers) as resp,
-    ):
-        body = await resp.text()
-        if resp.status != 201:
-            raise WhipError(resp.status, body.strip() or resp.reason or "")
-        location = resp.headers.get("Location")
-        if not location:
-            raise WhipError(resp.status, "201 answer without a Location header")
-        if not body.strip():
-            raise WhipError(resp.status, "201 answer with an empty SDP body")
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        # A cluster node answers 307 with the node that serves the room. Follow it by hand:
+        # HTTP clients drop Authorization on a redirect to another origin.
+        for _ in range(MAX_REDIRECTS + 1):
+            async with http.post(
+                url, data=local.sdp.encode(), headers=headers, allow_redirects=False
+            ) as resp:
+                body = await resp.text()
+                location = resp.headers.get("Location")
+                if resp.status in (307, 308) and location:
+                    url = urllib.parse.urljoin(url, location)
+                    continue
+                if resp.status != 201:
+                    raise WhipError(resp.status, body.strip() or resp.reason or "")
+                if not location:
+                    raise WhipError(resp.status, "201 answer without a Location header")
+                if not body.strip():
+                    raise WhipError(resp.status, "201 answer with an empty SDP body")
+                break
+        else:
+            raise WhipError(307, f"more than {MAX_REDIRECTS} redirects")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     # Location is relative ("/whip/{room}/{id}"): resolve it against the request URL.
     return urllib.parse.urljoin(url, location)
@@ -322,6 +335,7 @@ async def whip_publish(
     tracks: list[MediaStreamTrack],
     *,
     video_codec: str | None = None,
+    query: dict[str, str] | None = None,
 ) -> WhipSession:
     """Publish ``tracks`` (one sendonly m-line each) to ``POST {http_url}/whip/{room}``.
 
@@ -334,7 +348,7 @@ async def whip_publish(
             pc.addTransceiver(track, direction="sendonly")
         if video_codec is not None:
             _prefer_codec(pc, "video", video_codec)
-        location = await _exchange(pc, http_url, "whip", room, token)
+        location = await _exchange(pc, http_url, "whip", room, token, query)
     except BaseException:
         await pc.close()
         raise
@@ -349,6 +363,7 @@ async def whep_play(
     video: bool = True,
     audio: bool = True,
     datachannel: bool = False,
+    query: dict[str, str] | None = None,
 ) -> WhepSession:
     """Play a room from ``POST {http_url}/whep/{room}`` with recvonly audio/video m-lines.
 
@@ -371,7 +386,7 @@ async def whep_play(
             channel = pc.createDataChannel("events")
             channel.on("message", session.channel_messages.append)
             session.channel = channel
-        session.location = await _exchange(pc, http_url, "whep", room, token)
+        session.location = await _exchange(pc, http_url, "whep", room, token, query)
     except BaseException:
         await session._stop_background()
         await pc.close()

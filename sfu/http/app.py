@@ -27,8 +27,9 @@ CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS, GET",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, X-SFU-Node",
 }
+NODE_HEADER = "X-SFU-Node"  # the cluster id of the node that answered
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -92,6 +93,10 @@ async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
         return refuse(node, 415, "Content-Type must be application/sdp")
     if node.draining:
         return refuse(node, 503, "node is draining; try another node")
+    if node.cluster is not None:
+        redirect = await _placement(request, node, room, kind)
+        if redirect is not None:
+            return redirect
     body = await request.read()
     try:
         text = body.decode("utf-8")
@@ -123,6 +128,38 @@ async def _offer(request: web.Request, kind: str) -> web.StreamResponse:
         headers["Link"] = f'<{location}/layer>; rel="urn:ietf:params:whep:ext:core:layer"'
     return web.Response(
         status=201, body=answered.sdp.encode(), content_type="application/sdp", headers=headers
+    )
+
+
+async def _placement(
+    request: web.Request, node: Node, room: str, kind: str
+) -> web.Response | None:
+    """In a cluster: None to serve here, else the 307 to the node that serves this request."""
+    from sfu.cluster.agent import parse_exclude, redirect_url
+    from sfu.cluster.policy import Redirect
+
+    cluster = node.cluster
+    assert cluster is not None
+    try:
+        hops = max(0, int(request.query.get("hops", "0")))
+    except ValueError:
+        return refuse(node, 400, "hops must be an integer")
+    exclude = parse_exclude(request.query.getall("exclude", []))
+    placed = await cluster.place(
+        room, "publisher" if kind == "whip" else "viewer", exclude=exclude, hops=hops
+    )
+    if not isinstance(placed, Redirect):
+        return None
+    cluster.count_redirect(kind, placed)
+    query = {k: v for k, v in request.query.items() if k not in ("hops", "exclude")}
+    if exclude:
+        query["exclude"] = ",".join(sorted(exclude))
+    query["hops"] = str(hops + 1)
+    location = redirect_url(placed.target.url, request.path, query)
+    # 307 keeps the method and the body; the client re-sends its Authorization header.
+    return web.Response(
+        status=307, text=f"room {room} is served by node {placed.target.node_id}\n",
+        headers={**CORS, "Location": location},
     )
 
 
@@ -220,11 +257,13 @@ async def options(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     status = 503 if node.draining else 200
-    return web.json_response(
-        {"status": "draining" if node.draining else "ok", "rooms": len(node.rooms),
-         "sessions": len(node.peers)},
-        status=status,
-    )
+    body: dict[str, object] = {
+        "status": "draining" if node.draining else "ok", "rooms": len(node.rooms),
+        "sessions": len(node.peers),
+    }
+    if node.cluster is not None:
+        body["node"] = node.cluster.node_id
+    return web.json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -237,6 +276,12 @@ def build_app(node: Node) -> web.Application:
         client_max_size=node.settings.max_request_bytes, middlewares=[errors]
     )
     app[NODE_KEY] = node
+
+    async def node_header(request: web.Request, response: web.StreamResponse) -> None:
+        if node.cluster is not None:
+            response.headers[NODE_HEADER] = node.cluster.node_id
+
+    app.on_response_prepare.append(node_header)
     r = app.router
     r.add_post("/whip/{room}", whip_post)
     r.add_post("/whep/{room}", whep_post)

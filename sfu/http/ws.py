@@ -34,9 +34,15 @@ TRACK_SOURCES = frozenset({"camera", "microphone", "screen", "screen_audio"})
 class RoomSession:
     """One participant's WebSocket."""
 
-    def __init__(self, node: Node, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, node: Node, ws: web.WebSocketResponse, *,
+        exclude: frozenset[str] = frozenset(), hops: int = 0,
+    ) -> None:
         self.node = node
         self.ws = ws
+        # Cluster placement hints from the socket URL (?exclude=<node id>,...&hops=n).
+        self.exclude = exclude
+        self.hops = hops
         self.claims: Claims | None = None
         self.peer: Peer | None = None
         self._window_start = 0.0
@@ -102,13 +108,51 @@ class RoomSession:
             await self.error("forbidden", "token grants neither publish nor subscribe", ref)
             await self.ws.close()
             return
+        cluster = self.node.cluster
+        extra: dict[str, Any] = {}
+        if cluster is not None:
+            if await self._redirected(claims, ref):
+                return
+            extra = {"node": cluster.node_id, "nodes": cluster.node_urls()}
         self.claims = claims
         room = self.node.room(claims.room)
         self.node.room_listeners.setdefault(room.name, set()).add(self._on_tracks)
         await self.send(
             "joined", id=ref, room=room.name, participant=claims.identity,
-            grants=sorted(claims.grants), tracks=room.tracks(),
+            grants=sorted(claims.grants), tracks=room.tracks(), **extra,
         )
+
+    async def _redirected(self, claims: Claims, ref: Any) -> bool:
+        """In a cluster: tell the client to reconnect elsewhere if this node does not serve
+        the room for it (a publisher goes to the room's origin), then close."""
+        from sfu.cluster.agent import socket_url
+        from sfu.cluster.policy import Redirect
+
+        cluster = self.node.cluster
+        assert cluster is not None
+        placed = await cluster.place(
+            claims.room, "publisher" if claims.allows("publish") else "viewer",
+            exclude=self.exclude, hops=self.hops,
+        )
+        if not isinstance(placed, Redirect):
+            return False
+        cluster.count_redirect("ws", placed)
+        query = {"hops": str(self.hops + 1)}
+        if self.exclude:
+            query["exclude"] = ",".join(sorted(self.exclude))
+        target = placed.target
+        await self.send(
+            "redirect", id=ref, url=socket_url(target.url, query), node_url=target.url,
+            node=target.node_id,
+            reason=placed.reason,
+        )
+        await self.ws.close()
+        return True
+
+    async def move(self, url: str, node_url: str, node_id: str) -> None:
+        """The room is served by another node now: redirect this client there and close."""
+        await self.send("redirect", url=url, node_url=node_url, node=node_id, reason="origin")
+        await self.ws.close()
 
     async def _offer(self, msg: dict[str, Any], ref: Any) -> None:
         assert self.claims is not None
@@ -219,7 +263,15 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=node.settings.max_request_bytes)
     await ws.prepare(request)
-    session = RoomSession(node, ws)
+    from sfu.cluster.agent import parse_exclude
+
+    try:
+        hops = max(0, int(request.query.get("hops", "0")))
+    except ValueError:
+        hops = 0
+    session = RoomSession(
+        node, ws, exclude=parse_exclude(request.query.getall("exclude", [])), hops=hops
+    )
     node.metrics.sessions_total["ws_socket"] += 1
     try:
         while not ws.closed:

@@ -24,6 +24,11 @@ ENV_VARS = (
     "SFU_UDP_PORT",
     "SFU_PUBLIC_IP",
     "SFU_DATA_DIR",
+    "SFU_CLUSTER_REDIS_URL",
+    "SFU_NODE_ID",
+    "SFU_PUBLIC_URL",
+    "SFU_NODE_CAPACITY",
+    "SFU_CASCADE_PORT",
 )
 
 
@@ -238,6 +243,12 @@ def test_serve_banner_in_dev_mode(
         (["--public-ip", "example.com"], {}, "not an IP address"),
         (["--peer-timeout", "0"], {}, "peer-timeout"),
         ([], {"SFU_API_SECRET": "x" * 40}, "SFU_API_KEY"),
+        (["--cluster-redis-url", "localhost:6379"], {}, "cluster Redis URL"),
+        ([], {"SFU_NODE_ID": "node 1"}, "node id"),
+        (["--public-url", "sfu-1.example.com"], {}, "public URL"),
+        (["--public-url", "https://sfu-1.example.com/sfu"], {}, "public URL"),
+        (["--node-capacity", "-1"], {}, "node capacity"),
+        ([], {"SFU_CASCADE_PORT": "70000"}, "cascade port"),
     ],
 )
 def test_serve_bad_settings_exit_2(
@@ -284,3 +295,30 @@ def test_setup_logging_is_idempotent_and_plain(capsys: pytest.CaptureFixture[str
     assert "WARNING" in err and not err.lstrip().startswith("{")
     with pytest.raises(ValueError):
         setup_logging("loud", json_logs=True)
+
+
+def test_serve_cluster_settings_from_env_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_node: list[Settings]
+) -> None:
+    monkeypatch.setenv("SFU_CLUSTER_REDIS_URL", "redis://redis:6379/1")
+    monkeypatch.setenv("SFU_NODE_ID", "sfu-1")
+    monkeypatch.setenv("SFU_PUBLIC_URL", "https://sfu-1.example.com/")
+    monkeypatch.setenv("SFU_NODE_CAPACITY", "500")
+    monkeypatch.setenv("SFU_CASCADE_PORT", "4433")
+    assert main(["serve", "--data-dir", str(tmp_path), "--node-id", "edge-7",
+                 "--cascade-port", "0"]) == 0
+    [settings] = fake_node
+    assert settings.cluster_redis_url == "redis://redis:6379/1"
+    assert settings.node_id == "edge-7"
+    assert settings.public_url == "https://sfu-1.example.com"
+    assert settings.node_capacity == 500
+    assert settings.cascade_port == 0
+
+
+def test_serve_without_cluster_settings_is_a_single_node(
+    tmp_path: Path, fake_node: list[Settings]
+) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    [settings] = fake_node
+    assert (settings.cluster_redis_url, settings.node_id, settings.public_url) == ("", "", "")
+    assert (settings.node_capacity, settings.cascade_port) == (0, 0)

@@ -12,7 +12,10 @@
 //   socket, join, peer connection, the same published media and subscriptions; the new
 //   channel's snapshot restores the commerce state, and orders in flight are re-sent with
 //   their idempotency keys. A seq gap the node does not explain is healed by opening a fresh
-//   channel (the node greets every channel with a snapshot).
+//   channel (the node greets every channel with a snapshot);
+// - in a cluster, follows the node's `redirect` to the node that serves the room, and after a
+//   failure reconnects through the other nodes `joined` listed, excluding the failed one
+//   (cluster.js).
 //
 // No build step: served as is from /static/js/ and imported as an ES module.
 //
@@ -26,6 +29,7 @@
 
 import { ClockSync } from './clock-sync.js';
 import { CommerceState } from './commerce.js';
+import { NodeRoute, socketUrl } from './cluster.js';
 
 export const PROTOCOL_VERSION = 1;
 export const COMMERCE_CHANNEL_LABEL = 'commerce';
@@ -46,6 +50,7 @@ const DEFAULTS = Object.freeze({
   backoffMs: 500, // first retry after 0.5-1x this, doubling per attempt
   maxBackoffMs: 8000,
   requestTimeoutMs: 10000, // a WebSocket request without a reply
+  socketTimeoutMs: 2000, // opening a WebSocket (a dead node may never answer)
   connectTimeoutMs: 15000, // from the answer to ICE/DTLS connected
   disconnectedGraceMs: 4000, // ICE 'disconnected' this long counts as lost
   gapGraceMs: 1000, // wait this long for the node to explain a seq gap before a resync
@@ -58,9 +63,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** ws(s)://host/ws for an http(s) origin. */
 export function roomSocketUrl(base) {
-  const u = new URL('/ws', base ?? globalThis.location?.origin);
-  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-  return u.toString();
+  return socketUrl(base ?? globalThis.location?.origin);
 }
 
 export class RoomError extends Error {
@@ -90,6 +93,8 @@ export class RoomClient extends EventTarget {
     this.ws = null;
     this.channel = null;
     this.reconnects = 0;
+    this.route = new NodeRoute(this.baseUrl); // cluster: which node the socket goes to
+    this.node = null; // id of the node joined (clusters only)
     this.layers = null; // last dynacast message for our video {track_id, active, paused}
     this.published = {}; // mid -> track_id of our published sections
     this._local = null; // {stream, simulcast, encodings}
@@ -167,12 +172,24 @@ export class RoomClient extends EventTarget {
     return handle;
   }
 
-  async _session() {
+  async _session(url = this.route.first()) {
     if (this.options.getToken) this.token = await this.options.getToken();
     if (!this.token) throw new RoomError('unauthorized', 'no token');
+    let joined;
+    for (;;) {
+      await this._openSocket(this._generation, url);
+      joined = await this._request({ type: 'join', token: this.token });
+      if (joined.type !== 'redirect') break;
+      // Another node serves this room for us; this one closes the socket.
+      const next = this.route.redirect(joined);
+      this._teardown();
+      if (next === null) throw new RoomError('redirect_loop', 'too many redirects');
+      this._emit('redirect', { node: joined.node, url: next, reason: joined.reason });
+      url = next;
+    }
     const gen = this._generation;
-    await this._openSocket(gen);
-    const joined = await this._request({ type: 'join', token: this.token });
+    this.route.joined(joined);
+    this.node = this.route.node;
     this.room = joined.room;
     this.participant = joined.participant;
     this.grants = joined.grants;
@@ -186,13 +203,21 @@ export class RoomClient extends EventTarget {
     }, this.options.connectTimeoutMs);
   }
 
-  _openSocket(gen) {
+  _openSocket(gen, url) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(roomSocketUrl(this.baseUrl));
+      const ws = new WebSocket(url);
       this.ws = ws;
-      const fail = () => reject(new Error('WebSocket failed to open'));
+      const timer = setTimeout(() => {
+        reject(new Error(`WebSocket did not open within ${this.options.socketTimeoutMs} ms`));
+        try { ws.close(); } catch { /* never opened */ }
+      }, this.options.socketTimeoutMs);
+      const fail = () => {
+        clearTimeout(timer);
+        reject(new Error('WebSocket failed to open'));
+      };
       ws.addEventListener('error', fail, { once: true });
       ws.addEventListener('open', () => {
+        clearTimeout(timer);
         ws.removeEventListener('error', fail);
         resolve();
       }, { once: true });
@@ -291,6 +316,8 @@ export class RoomClient extends EventTarget {
 
   _lost(reason) {
     if (this._closed || this.state === 'reconnecting') return;
+    this.route.failed(); // a cluster client retries on the other nodes first
+    this.node = null;
     this._teardown();
     if (!this.options.reconnect) {
       this._setState('closed', reason);
@@ -299,6 +326,24 @@ export class RoomClient extends EventTarget {
     }
     this._setState('reconnecting', reason);
     this._reconnectLoop();
+  }
+
+  async _move(msg) {
+    if (this._closed || this.state === 'reconnecting') return;
+    const url = this.route.redirect(msg);
+    this._teardown();
+    this._setState('reconnecting', `room moved to node ${msg.node}`);
+    this._emit('redirect', { node: msg.node, url, reason: msg.reason });
+    try {
+      if (url === null) throw new RoomError('redirect_loop', 'too many redirects');
+      await this._session(url);
+      this.reconnects += 1;
+      this._emit('reconnected', { attempts: 0 });
+    } catch (err) {
+      this._teardown();
+      this._setState('connecting', `move failed: ${err?.message || err}`);
+      this._lost(`move failed: ${err?.message || err}`);
+    }
   }
 
   async _reconnectLoop() {
@@ -312,7 +357,7 @@ export class RoomClient extends EventTarget {
       if (this._closed) return;
       attempt += 1;
       try {
-        await this._session();
+        await this._session(this.route.next(attempt - 1));
         this.reconnects += 1;
         this._emit('reconnected', { attempts: attempt });
         return;
@@ -371,6 +416,15 @@ export class RoomClient extends EventTarget {
         break;
       case 'layers':
         this._onLayers(msg);
+        break;
+      case 'redirect':
+        // The room moved to another node after we joined (its origin changed).
+        this._move(msg);
+        break;
+      case 'drain':
+        // The node is shutting down and has left the cluster: move now if there is
+        // another node to go to (a single node's clients stay until it closes).
+        if (this.route.nodes.length > 1) this._lost(`node draining (${msg.reason})`);
         break;
       case 'error':
         this._emit('error', { code: msg.code, reason: msg.reason });
