@@ -19,12 +19,14 @@ run: $(STAMP)
 	$(BIN)/sfu serve
 
 # System packages the tests drive for real: Debian's chromium (browser peer), redis-server,
-# and prometheus (its promtool validates deploy/prometheus).
+# prometheus (its promtool validates deploy/prometheus) and nodejs (node:test runs the JS
+# client's clock-sync and cluster suites).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
