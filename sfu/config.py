@@ -74,6 +74,8 @@ class Settings:
     # (sfu.core.bwe registry: gcc, remb, null) and whether to probe with RTX padding.
     bwe_estimator: str = "gcc"
     bwe_probing: bool = True
+    # UDP port of the QUIC cascade listener; 0 = off
+    cascade_port: int = 0
 
 
 def _local_ipv4_addresses() -> list[str]:

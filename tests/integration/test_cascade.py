@@ -1,0 +1,216 @@
+"""Cascade end to end in one process: two real Nodes on loopback (own HTTP, UDP and QUIC
+ports), an aiortc WHIP host on the origin A, the edge B subscribed to the room over QUIC,
+and an aiortc WHEP viewer on B that decodes. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bench.clients.media import SyntheticVideoTrack, ToneAudioTrack
+from bench.clients.whip import WhipSession, whep_play, whip_publish
+from sfu.config import Settings
+from sfu.node import Node
+from sfu.wire.cascade import MEDIA
+
+ROOM = "shop"
+FRAME_TIMEOUT = 25.0
+LINK_TIMEOUT = 10.0
+VIDEO_FRAMES = 30
+AUDIO_FRAMES = 25
+
+Mint = Callable[..., str]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def until(predicate: Callable[[], bool], limit: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, f"{what} not reached within {limit}s"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Node]:
+    node = Node(settings)
+    await asyncio.wait_for(node.start(), 15)
+    try:
+        yield node
+    finally:
+        await asyncio.wait_for(node.stop(), 15)
+
+
+def settings_for(base: Settings, name: str, **changes: Any) -> Settings:
+    data_dir = base.data_dir.parent / name
+    data_dir.mkdir(exist_ok=True)
+    return dataclasses.replace(base, data_dir=data_dir, cascade_port=free_udp_port(), **changes)
+
+
+async def publish(node: Node, mint: Mint) -> WhipSession:
+    return await whip_publish(node.http_url, ROOM, mint(ROOM, "host", ["publish"]),
+                              [SyntheticVideoTrack(width=320, height=240, fps=30),
+                               ToneAudioTrack(freq=440)])
+
+
+def tracks(node: Node) -> int:
+    room = node.rooms.get(ROOM)
+    return len(room.receivers) if room is not None else 0
+
+
+@pytest.fixture
+async def origin(node_settings: Settings) -> AsyncIterator[Node]:
+    async with running(settings_for(node_settings, "origin")) as node:
+        yield node
+
+
+@pytest.fixture
+async def edge(node_settings: Settings) -> AsyncIterator[Node]:
+    async with running(settings_for(node_settings, "edge")) as node:
+        yield node
+
+
+def cascade_of(node: Node) -> Any:
+    assert node.cascade is not None
+    return node.cascade
+
+
+async def test_edge_viewer_decodes_the_origin_host(origin: Node, edge: Node,
+                                                   mint: Mint) -> None:
+    host = await publish(origin, mint)
+    try:
+        await cascade_of(edge).subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+        await cascade_of(edge).subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+        assert await cascade_of(edge).wait_linked(ROOM, LINK_TIMEOUT)
+        await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+        # The edge announces the host's tracks under the origin's ids.
+        assert set(edge.rooms[ROOM].receivers) == set(origin.rooms[ROOM].receivers)
+        viewer = await whep_play(edge.http_url, ROOM, mint(ROOM, "viewer", ["subscribe"]))
+        try:
+            await viewer.wait_for_frames(video=VIDEO_FRAMES, audio=AUDIO_FRAMES,
+                                         timeout=FRAME_TIMEOUT)
+            assert viewer.errors == []
+            assert set(viewer.video_frame_sizes) == {(320, 240)}
+        finally:
+            await viewer.close()
+        om, em = origin.metrics, edge.metrics
+        assert len(cascade_of(origin).edges[ROOM]) == 1  # one link despite two subscribes
+        assert om.cascade["packets_out"] > 0 and em.cascade["packets_in"] > 0
+        # One copy per edge: the origin sent what the edge received (loopback loses none).
+        assert om.cascade["packets_out"] >= em.cascade["packets_in"]
+        text = origin.metrics.render().decode()
+        assert 'sfu_cascade_links{role="origin"} 1.0' in text
+        assert 'sfu_cascade_events_total{event="packets_out"}' in text
+    finally:
+        await host.close()
+    # The host leaves the origin: the edge's viewers see the tracks go.
+    await until(lambda: tracks(edge) == 0, LINK_TIMEOUT, "tracks removed on the edge")
+
+
+async def test_lossy_relay_leg_is_repaired_by_upstream_nack(origin: Node, edge: Node,
+                                                            mint: Mint) -> None:
+    host = await publish(origin, mint)
+    try:
+        cascade = cascade_of(edge)
+        await cascade.subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+        assert await cascade.wait_linked(ROOM, LINK_TIMEOUT)
+        await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+        dropped = 0
+        seen = 0
+
+        def drop_every_tenth_video_packet(data: bytes) -> bool:
+            nonlocal dropped, seen
+            remote = cascade.links[ROOM].remote
+            receiver = remote.channels.get(int.from_bytes(data[1:3], "big"))
+            if data[0] != MEDIA or receiver is None or not receiver.is_video:
+                return False
+            seen += 1
+            if seen % 10 == 0:
+                dropped += 1
+                return True
+            return False
+
+        cascade.links[ROOM].drop_datagram = drop_every_tenth_video_packet
+        viewer = await whep_play(edge.http_url, ROOM, mint(ROOM, "viewer", ["subscribe"]))
+        try:
+            await viewer.wait_for_frames(video=VIDEO_FRAMES * 2, audio=AUDIO_FRAMES,
+                                         timeout=FRAME_TIMEOUT)
+            assert viewer.errors == []
+        finally:
+            await viewer.close()
+        await until(lambda: edge.metrics.cascade["repaired"] >= dropped - 2, LINK_TIMEOUT,
+                    "repairs of the dropped packets")
+    finally:
+        await host.close()
+    assert dropped >= 10
+    om, em = origin.metrics, edge.metrics
+    assert em.cascade["nack_sent"] > 0
+    assert om.cascade["nack_received"] == em.cascade["nack_sent"]
+    assert om.cascade["repair_sent"] >= dropped - 2
+    # Each dropped packet was asked for once: the answer arrives within one RTT.
+    assert em.cascade["nacked_packets"] <= dropped + 2
+
+
+async def test_wrong_secret_is_refused_and_counted(node_settings: Settings, origin: Node,
+                                                   mint: Mint) -> None:
+    host = await publish(origin, mint)
+    try:
+        wrong = settings_for(node_settings, "intruder", api_secret="y" * 40)
+        async with running(wrong) as intruder:
+            cascade = cascade_of(intruder)
+            await cascade.subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+            await until(lambda: origin.metrics.cascade_auth_rejections["origin"] >= 1,
+                        LINK_TIMEOUT, "rejection at the origin")
+            await until(lambda: "secret" in cascade.links[ROOM].last_error, LINK_TIMEOUT,
+                        "the refusal reaching the edge")
+            assert not cascade.links[ROOM].linked.is_set()
+            assert tracks(intruder) == 0
+            assert ROOM not in cascade_of(origin).edges
+            assert origin.metrics.cascade["packets_out"] == 0
+    finally:
+        await host.close()
+
+
+async def test_origin_restart_removes_and_restores_tracks(node_settings: Settings,
+                                                          edge: Node, mint: Mint) -> None:
+    origin_settings = settings_for(node_settings, "origin")
+    cascade = cascade_of(edge)
+    async with running(origin_settings) as origin:
+        host = await publish(origin, mint)
+        await cascade.subscribe(ROOM, ("127.0.0.1", origin_settings.cascade_port))
+        await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+        # A viewer that stays on the edge across the origin's restart.
+        viewer = await whep_play(edge.http_url, ROOM, mint(ROOM, "viewer", ["subscribe"]))
+        await viewer.wait_for_frames(video=5, timeout=FRAME_TIMEOUT)
+    # The origin stopped under a live host: the link is lost, the tracks go with it.
+    await host.close()
+    try:
+        await until(lambda: not cascade.links[ROOM].linked.is_set(), LINK_TIMEOUT,
+                    "the edge noticing the origin stopped")
+        assert tracks(edge) == 0
+        async with running(origin_settings) as origin:
+            await until(lambda: cascade.links[ROOM].linked.is_set(), LINK_TIMEOUT,
+                        "the edge reconnecting")
+            assert tracks(edge) == 0
+            before = viewer.video_frames
+            host = await publish(origin, mint)
+            try:
+                await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "tracks back")
+                await viewer.wait_for_frames(video=before + 10, timeout=FRAME_TIMEOUT)
+            finally:
+                await host.close()
+        assert edge.metrics.cascade["reconnects"] >= 1
+    finally:
+        await viewer.close()
