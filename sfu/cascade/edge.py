@@ -62,6 +62,7 @@ class EdgeLink:
         # A test hook: return True to drop a received datagram (a lossy relay leg).
         self.drop_datagram: Callable[[bytes], bool] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
 
     def start(self) -> None:
@@ -118,13 +119,27 @@ class EdgeLink:
         self.handshake = EdgeHandshake(self.node.settings.api_secret, self.room,
                                        self.cascade.node_id)
         self.remote = RemotePublisher(self.node, self.room, protocol.send_message)
+        self.remote.arm = self._arm_timer
         protocol.on_message = self._on_message
         protocol.on_bad_message = self._on_bad_message
         protocol.on_datagram = self._on_datagram
         protocol.on_closed = self._on_closed
         protocol.send_message(self.handshake.hello())
 
+    def _arm_timer(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.remote is not None:
+            self.remote.handle_timer(self.node.now())
+
     def _teardown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.linked.is_set():
             self.linked.clear()
         if self.remote is not None:

@@ -17,7 +17,6 @@ asked for once per edge (again once per RTT while the answer is missing, like an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -53,8 +52,9 @@ class RemotePublisher:
         self.tracks: dict[str, tuple[TrackSpec, Receiver]] = {}
         self.channels: dict[int, Receiver] = {}
         self._channel_of: dict[int, int] = {}  # id(Receiver) -> channel
-        self._nack_at: float | None = None
-        self._nack_handle: asyncio.TimerHandle | None = None
+        # When handle_timer must next run (NACKs due); `arm` is the shell's timer.
+        self.timer_at: float | None = None
+        self.arm: Callable[[float], None] | None = None
         self.rtt = 0.1
 
     # --- tracks ------------------------------------------------------------------------------
@@ -84,9 +84,7 @@ class RemotePublisher:
     def close(self) -> None:
         """The origin is gone (or the room unsubscribed): viewers see the tracks leave."""
         self.state = "closed"
-        if self._nack_handle is not None:
-            self._nack_handle.cancel()
-            self._nack_handle = None
+        self.timer_at = None
         if not self.tracks:
             return
         now = self.node.now()
@@ -173,8 +171,8 @@ class RemotePublisher:
         if gen is not None:
             gen.on_packet(hdr.seq, now, is_keyframe=key, is_retransmission=late)
             at = gen.get_timer()
-            if at is not None and (self._nack_at is None or at < self._nack_at):
-                self._arm_nack(at)
+            if at is not None and (self.timer_at is None or at < self.timer_at):
+                self._arm(at)
         relay = receiver.relay
         if relay is not None:  # this edge is itself an origin for further edges
             relay(plain, hdr, late, now)
@@ -232,19 +230,17 @@ class RemotePublisher:
                 return ch
         return None
 
-    def _arm_nack(self, at: float) -> None:
-        if self._nack_handle is not None:
-            self._nack_handle.cancel()
-        self._nack_at = at
-        self._nack_handle = asyncio.get_running_loop().call_at(at, self._on_nack_timer)
+    def _arm(self, at: float) -> None:
+        self.timer_at = at
+        if self.arm is not None:
+            self.arm(at)
 
-    def _on_nack_timer(self) -> None:
-        """Ask the origin for the relayed packets still missing (see NackGenerator)."""
-        self._nack_handle = None
-        self._nack_at = None
+    def handle_timer(self, now: float) -> None:
+        """Ask the origin for the relayed packets still missing (see NackGenerator); a
+        keyframe, through the layer's throttle, for those recovery gave up on."""
+        self.timer_at = None
         if self.state == "closed":
             return
-        now = self.node.now()
         earliest: float | None = None
         for ch, receiver in list(self.channels.items()):
             gen = receiver.nack
@@ -260,4 +256,4 @@ class RemotePublisher:
             if at is not None and (earliest is None or at < earliest):
                 earliest = at
         if earliest is not None:
-            self._arm_nack(max(earliest, now + 0.001))
+            self._arm(max(earliest, now + 0.001))
