@@ -29,7 +29,7 @@ DRAIN_TIMEOUT_DEFAULT = 30.0
 # Every SFU_* variable the node reads (sfu/cli.py, sfu/config.py).
 NODE_ENV = frozenset({
     "SFU_HOST", "SFU_HTTP_PORT", "SFU_UDP_PORT", "SFU_PUBLIC_IP", "SFU_DATA_DIR",
-    "SFU_API_KEY", "SFU_API_SECRET", "SFU_STORE", "SFU_DRAIN_TIMEOUT",
+    "SFU_API_KEY", "SFU_API_SECRET", "SFU_STORE", "SFU_DRAIN_TIMEOUT", "SFU_CASCADE_PORT",
 })
 
 
