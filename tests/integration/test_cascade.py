@@ -214,3 +214,27 @@ async def test_origin_restart_removes_and_restores_tracks(node_settings: Setting
         assert edge.metrics.cascade["reconnects"] >= 1
     finally:
         await viewer.close()
+
+
+async def test_a_silent_origin_is_dropped_at_the_idle_timeout(origin: Node, edge: Node,
+                                                              mint: Mint) -> None:
+    host = await publish(origin, mint)
+    try:
+        cascade = cascade_of(edge)
+        cascade.idle_timeout = 1.0  # the link takes the smaller of both sides' timeouts
+        await cascade.subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+        await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+        # The origin's host vanishes from the network without a word (a crash, a cut cable):
+        # its QUIC socket stops answering, nothing closes the link.
+        server = cascade_of(origin).listener._server
+        assert server is not None
+        server._transport.pause_reading()
+        server._transport.sendto = lambda *a, **k: None  # type: ignore[method-assign]
+        await until(lambda: tracks(edge) == 0, LINK_TIMEOUT, "tracks removed at idle timeout")
+        assert not cascade.links[ROOM].linked.is_set()
+        # and it keeps trying (the origin's socket no longer answers, so it cannot link)
+        await until(lambda: edge.metrics.cascade["reconnects"] >= 2, LINK_TIMEOUT,
+                    "reconnection attempts")
+        assert not cascade.links[ROOM].linked.is_set()
+    finally:
+        await host.close()
