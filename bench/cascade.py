@@ -8,7 +8,8 @@ plus Opus to the origin (bench.rawpeer).
 1. Latency: one raw viewer on the origin and one on the first edge record the arrival time
    of every video packet (VP8 picture id, in order); the same packet's arrival at the edge
    viewer minus its arrival at the origin viewer is the hop (QUIC, the edge's Receiver,
-   its down-track), reported as p50/p95/p99.
+   its down-track), reported as p50/p95/p99. A second raw viewer on the origin gives the
+   measurement's own spread: the same difference between two viewers of one node.
 2. Origin CPU per edge against per direct viewer: the origin's CPU over a window with no
    viewer and no edge, with V raw viewers, and with E edges (no viewer on them); the
    increments divided by V and by E.
@@ -196,19 +197,24 @@ async def _run(opts: Options) -> dict[str, Any]:
 
                 print("hop latency: a raw viewer on the origin and one on the first edge")
                 ov = RawPeer(cert, publish=False, audio=True, name="ov")
+                ov2 = RawPeer(cert, publish=False, audio=True, name="ov2")
                 ev = RawPeer(cert, publish=False, audio=True, name="ev")
-                await asyncio.wait_for(ov.connect(http, origin.url, room,
-                                                  _token(room, "ov", "subscribe")), 30)
-                await asyncio.wait_for(ev.connect(http, edges[0].url, room,
-                                                  _token(room, "ev", "subscribe")), 30)
-                viewers = [ov, ev]
+                for peer, node in ((ov, origin), (ov2, origin), (ev, edges[0])):
+                    await asyncio.wait_for(peer.connect(http, node.url, room,
+                                                        _token(room, peer.name, "subscribe")),
+                                           30)
+                viewers = [ov, ov2, ev]
                 missing += await wait_first_video(viewers)
                 await asyncio.sleep(opts.warmup)
-                ov.recording = ev.recording = True
+                for v in viewers:
+                    v.recording = True
                 await asyncio.sleep(opts.duration)
-                ov.recording = ev.recording = False
+                for v in viewers:
+                    v.recording = False
                 await asyncio.sleep(SETTLE)
                 hop = _hop_latency(ov, ev)
+                results["same_node_spread_ms"] = _percentiles(
+                    [abs(x) for x in _hop_latency(ov, ov2)], (50, 95, 99))
                 om = await origin.metrics(http)
                 em = await edges[0].metrics(http)
                 results["origin_cpu_percent"] = {
@@ -244,6 +250,9 @@ def main(opts: Options) -> int:
     hop = results.get("hop_latency_ms", {})
     print(f"hop latency ms: p50 {hop.get('p50')} p95 {hop.get('p95')} p99 {hop.get('p99')} "
           f"({hop.get('samples')} packets)")
+    spread = results.get("same_node_spread_ms", {})
+    print(f"two viewers of one node differ by ms: p50 {spread.get('p50')} "
+          f"p95 {spread.get('p95')} p99 {spread.get('p99')}")
     print(f"origin CPU %: {results.get('origin_cpu_percent')}; per direct viewer "
           f"{results.get('origin_cpu_percent_per_direct_viewer')}, per edge "
           f"{results.get('origin_cpu_percent_per_edge')}")
