@@ -136,11 +136,19 @@ class LinkProtocol(QuicConnectionProtocol):
                 self.close_code = event.error_code
                 self.on_closed(reason)
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: dict[str, Any]) -> bool:
+        """Queue one control line; False when closed or when it cannot be encoded (a track
+        list beyond MAX_LINE: logged, never raised into the node's callers)."""
         if self.closed:
-            return
-        self._quic.send_stream_data(CONTROL_STREAM, encode(message))
+            return False
+        try:
+            line = encode(message)
+        except CascadeWireError as exc:
+            log.error("cascade: control message not sent", extra={"error": str(exc)})
+            return False
+        self._quic.send_stream_data(CONTROL_STREAM, line)
         self._transmit_soon()
+        return True
 
     def send_datagram(self, data: bytes) -> bool:
         """Queue one DATAGRAM frame; False (not sent) when closed, too large for one QUIC

@@ -43,7 +43,7 @@ class RemotePublisher:
     local = False
     on_layers: Callable[[Receiver], None] | None = None  # dynacast stays on the origin
 
-    def __init__(self, node: Node, room: str, send: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, node: Node, room: str, send: Callable[[dict[str, Any]], object]) -> None:
         self.node = node
         self.room_name = room
         self.send = send  # a control message to the origin
