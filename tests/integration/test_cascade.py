@@ -238,3 +238,53 @@ async def test_a_silent_origin_is_dropped_at_the_idle_timeout(origin: Node, edge
         assert not cascade.links[ROOM].linked.is_set()
     finally:
         await host.close()
+
+
+async def test_simulcast_layers_reach_edge_viewers_of_both_protocols(
+        origin: Node, edge: Node, mint: Mint) -> None:
+    import aiohttp
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    from bench.clients.room import RoomClient
+    from bench.rawpeer import RawSimulcastPublisher, encode_stream, relabel_layered
+    from bench.simulcast import whep_play_layer
+
+    sizes = {"q": (160, 96), "h": (320, 192)}
+    layers = [(rid, relabel_layered(encode_stream(width=w, height=h, frames=60, audio=rid == "q",
+                                                  bitrate=150_000 * (i + 1))))
+              for i, (rid, (w, h)) in enumerate(sizes.items())]
+    host = RawSimulcastPublisher(RTCCertificate.generateCertificate(), layers, name="host")
+    async with aiohttp.ClientSession() as http:
+        await asyncio.wait_for(
+            host.connect(http, origin.http_url, ROOM, mint(ROOM, "host", ["publish"])), 30)
+        host.start(60)
+        try:
+            await cascade_of(edge).subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+            await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+            video = next(t for t in edge.rooms[ROOM].tracks() if t["kind"] == "video")
+            assert video["layers"] == ["q", "h"]
+            low = await whep_play_layer(edge.http_url, ROOM, mint(ROOM, "v1", ["subscribe"]),
+                                        "low")
+            high = await whep_play_layer(edge.http_url, ROOM, mint(ROOM, "v2", ["subscribe"]),
+                                         "high")
+            room_viewer = await RoomClient.connect(edge.http_url,
+                                                   mint(ROOM, "v3", ["subscribe"]))
+            try:
+                await room_viewer.wait_for_tracks(2)
+                await room_viewer.subscribe_all()
+                mid = next(m for m, tid in room_viewer.subscriptions.items()
+                           if tid == video["track_id"])
+                await room_viewer.wait_for_frames(mid, 10, timeout=FRAME_TIMEOUT)
+                for player in (low, high):
+                    await player.wait_for_frames(video=10, timeout=FRAME_TIMEOUT)
+                assert set(low.video_frame_sizes) == {sizes["q"]}
+                assert sizes["h"] in set(high.video_frame_sizes)
+                # Nobody watches on the origin, yet it keeps both layers coming for the edge.
+                assert all(not la.paused for la in origin.rooms[ROOM].receivers[
+                    video["track_id"]].layers)
+            finally:
+                await room_viewer.close()
+                await low.close()
+                await high.close()
+        finally:
+            await host.close(http, mint(ROOM, "host", ["publish"]))
