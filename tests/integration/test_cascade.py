@@ -105,6 +105,9 @@ async def test_edge_viewer_decodes_the_origin_host(origin: Node, edge: Node,
             assert set(viewer.video_frame_sizes) == {(320, 240)}
         finally:
             await viewer.close()
+        # The host's sender reports reach the edge's Receivers (A/V sync, viewers' SRs).
+        await until(lambda: all(r.last_sr is not None for r in edge.rooms[ROOM].receivers
+                                .values()), LINK_TIMEOUT, "relayed sender reports")
         om, em = origin.metrics, edge.metrics
         assert len(cascade_of(origin).edges[ROOM]) == 1  # one link despite two subscribes
         assert om.cascade["packets_out"] > 0 and em.cascade["packets_in"] > 0
