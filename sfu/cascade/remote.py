@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfu.cascade")
 
 NACK_CHUNK = 200
+# The shortest wait before a relayed packet is asked for again. The measured RTT between
+# nodes of one site is well under a millisecond, but the answer also waits for the origin's
+# event loop; asking again sooner than this mostly duplicates an answer still on its way.
+MIN_REPAIR_RTT = 0.03
 
 
 class RemotePublisher:
@@ -191,6 +195,8 @@ class RemotePublisher:
         self.node.forward_sender_report(receiver, sr, now)
 
     def set_rtt(self, rtt: float) -> None:
+        """The link's RTT (from ping/pong): paces repeated NACKs for the same packet."""
+        rtt = max(MIN_REPAIR_RTT, rtt)
         self.rtt = rtt
         for receiver in self.channels.values():
             if receiver.nack is not None:

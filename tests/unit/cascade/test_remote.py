@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sfu.cascade.remote import RemotePublisher
+from sfu.cascade.remote import MIN_REPAIR_RTT, RemotePublisher
 from sfu.config import Settings
 from sfu.node import Node
 from sfu.wire.cascade import MEDIA, REPAIR, LayerSpec, TrackSpec
@@ -134,3 +134,16 @@ def test_bad_relayed_packets_are_counted_drops(
     assert drops["cascade_unknown_channel"] == 1
     assert drops["cascade_datagram_malformed"] == 1
     assert remote.channels[10].stats.packets == 0
+
+
+def test_a_loopback_rtt_does_not_make_nacks_repeat_every_millisecond(
+        edge: tuple[RemotePublisher, list[dict[str, Any]]]) -> None:
+    remote, sent = edge
+    remote.set_rtt(0.0004)  # two nodes in one rack
+    remote.on_media(MEDIA, 10, packet(1), 0.0)
+    remote.on_media(MEDIA, 10, packet(3), 0.0)
+    remote.handle_timer(0.0)
+    remote.handle_timer(MIN_REPAIR_RTT - 0.001)
+    assert nacks(sent) == [2]
+    remote.handle_timer(MIN_REPAIR_RTT)
+    assert nacks(sent) == [2, 2]
