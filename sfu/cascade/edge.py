@@ -88,6 +88,10 @@ class EdgeLink:
                     self.node.metrics.cascade["connect_failed"] += 1
                     log.info("cascade: origin unreachable",
                              extra={"room": self.room, "error": self.last_error})
+                except Exception as exc:  # never let one bad attempt end the subscription
+                    self.last_error = f"link to {host}:{port} failed: {exc!r}"
+                    self.node.metrics.cascade["connect_failed"] += 1
+                    log.exception("cascade: link failed", extra={"room": self.room})
                 delay = self.backoff.delay()
                 self.node.metrics.cascade["reconnects"] += 1
                 await asyncio.sleep(delay)
@@ -105,9 +109,12 @@ class EdgeLink:
             assert isinstance(protocol, EdgeProtocol)
             self._attach(protocol)
             pinger = asyncio.ensure_future(self._ping(protocol))
+            guard = asyncio.get_running_loop().call_later(
+                self.cascade.auth_timeout, self._auth_overdue, protocol)
             try:
                 await self._closed.wait()
             finally:
+                guard.cancel()
                 pinger.cancel()
                 if not protocol.closed:
                     protocol.send_message({"t": "bye"})
@@ -125,6 +132,12 @@ class EdgeLink:
         protocol.on_datagram = self._on_datagram
         protocol.on_closed = self._on_closed
         protocol.send_message(self.handshake.hello())
+
+    def _auth_overdue(self, protocol: EdgeProtocol) -> None:
+        if not protocol.closed and not self.linked.is_set():
+            self.last_error = "the origin did not complete authentication in time"
+            log.error("cascade: origin authentication timed out", extra={"room": self.room})
+            protocol.shut(CLOSE_AUTH, "auth_timeout")
 
     def _arm_timer(self, at: float) -> None:
         if self._timer is not None:

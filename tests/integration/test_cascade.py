@@ -291,3 +291,26 @@ async def test_simulcast_layers_reach_edge_viewers_of_both_protocols(
                 await high.close()
         finally:
             await host.close(http, mint(ROOM, "host", ["publish"]))
+
+
+async def test_an_origin_that_never_authenticates_is_dropped(edge: Node) -> None:
+    from aioquic.asyncio import QuicConnectionProtocol, serve
+
+    from sfu.cascade.quic import Certificate, configuration
+
+    # A QUIC server that speaks the ALPN but never answers the hello.
+    port = free_udp_port()
+    mute = await serve("127.0.0.1", port, create_protocol=QuicConnectionProtocol,
+                       configuration=configuration(server=True, idle_timeout=10,
+                                                   certificate=Certificate()))
+    try:
+        cascade = cascade_of(edge)
+        cascade.auth_timeout = 0.5
+        await cascade.subscribe(ROOM, ("127.0.0.1", port))
+        await until(lambda: "authentication in time" in cascade.links[ROOM].last_error,
+                    LINK_TIMEOUT, "the edge giving up on the handshake")
+        await until(lambda: edge.metrics.cascade["reconnects"] >= 1, LINK_TIMEOUT,
+                    "a new attempt")
+        assert not cascade.links[ROOM].linked.is_set()
+    finally:
+        mute.close()
