@@ -167,7 +167,7 @@ class EdgeLink:
         if self.linked.is_set():
             self.linked.clear()
         if self.remote is not None:
-            self.remote.close()
+            self.remote.close(self.node.now())
             self.remote = None
         self.protocol = None
 

@@ -85,13 +85,12 @@ class RemotePublisher:
             self.node._tracks_changed(room)
         self._forget_room_if_empty()
 
-    def close(self) -> None:
+    def close(self, now: float) -> None:
         """The origin is gone (or the room unsubscribed): viewers see the tracks leave."""
         self.state = "closed"
         self.timer_at = None
         if not self.tracks:
             return
-        now = self.node.now()
         room = self.node.room(self.room_name)
         version = room.version
         for tid in list(self.tracks):

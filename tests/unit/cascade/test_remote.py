@@ -59,7 +59,7 @@ def test_tracks_appear_in_the_local_room_and_leave_on_close(
     assert room.participants == {"host": "publisher"}
     remote.on_tracks([spec(layers=3)], 1.0)  # republished with simulcast: replaced
     assert [la.rid for la in room.receivers["host-0-abc"].layers] == ["q", "h", "f"]
-    remote.close()
+    remote.close(2.0)
     assert "shop" not in node.rooms
 
 
