@@ -314,3 +314,42 @@ async def test_an_origin_that_never_authenticates_is_dropped(edge: Node) -> None
         assert not cascade.links[ROOM].linked.is_set()
     finally:
         mute.close()
+
+
+async def test_malformed_input_is_counted_not_fatal(origin: Node, edge: Node,
+                                                    mint: Mint) -> None:
+    from aioquic.asyncio import connect
+
+    from sfu.cascade.quic import LinkProtocol, configuration
+
+    host = await publish(origin, mint)
+    try:
+        # Before authentication: a bad line closes the connection, counted as a refusal.
+        config = configuration(server=False, idle_timeout=5)
+        async with connect("127.0.0.1", origin.settings.cascade_port, configuration=config,
+                           create_protocol=LinkProtocol) as raw:
+            raw._quic.send_stream_data(0, b"{not json\n")
+            raw.transmit()
+            await asyncio.wait_for(raw.wait_closed(), LINK_TIMEOUT)
+        assert origin.metrics.drops["cascade_control_malformed"] == 1
+        assert origin.metrics.cascade_auth_rejections["origin"] == 1
+
+        # After authentication: garbage both ways is dropped and the link carries on.
+        cascade = cascade_of(edge)
+        await cascade.subscribe(ROOM, ("127.0.0.1", origin.settings.cascade_port))
+        await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
+        link = cascade.links[ROOM]
+        link._on_datagram(b"\x09\x00\x01" + b"x" * 20)  # unknown kind
+        link._on_datagram(b"\x01\x00")  # too short
+        assert edge.metrics.drops["cascade_datagram_malformed"] == 2
+        link.protocol._quic.send_stream_data(0, b'{"t":"nack","ch":0,"seqs":["x"]}\n')
+        link.protocol._quic.send_stream_data(0, b"\xff\xfe\n")
+        link.protocol.transmit()
+        await until(lambda: origin.metrics.drops["cascade_control_malformed"] == 3,
+                    LINK_TIMEOUT, "the origin counting the bad lines")
+        before = edge.metrics.cascade["packets_in"]
+        await until(lambda: edge.metrics.cascade["packets_in"] > before + 10, LINK_TIMEOUT,
+                    "media still flowing")
+        assert link.linked.is_set()
+    finally:
+        await host.close()
