@@ -147,3 +147,18 @@ def test_a_loopback_rtt_does_not_make_nacks_repeat_every_millisecond(
     assert nacks(sent) == [2]
     remote.handle_timer(MIN_REPAIR_RTT)
     assert nacks(sent) == [2, 2]
+
+
+def test_what_the_node_would_send_a_publisher_goes_to_the_origin(
+        edge: tuple[RemotePublisher, list[dict[str, Any]]]) -> None:
+    from sfu.wire import rtcp
+
+    remote, sent = edge
+    remote.on_media(MEDIA, 10, packet(1), 0.0)
+    remote.send_rtcp([rtcp.Nack(remote.rtcp_ssrc, SSRC, [5, 6]),
+                      rtcp.Pli(sender_ssrc=remote.rtcp_ssrc, media_ssrc=SSRC),
+                      rtcp.Pli(sender_ssrc=remote.rtcp_ssrc, media_ssrc=0xDEAD)])  # unknown
+    assert sent == [{"t": "nack", "ch": 10, "seqs": [5, 6]}, {"t": "keyframe", "ch": 10}]
+    remote.close(1.0)
+    remote.send_rtcp([rtcp.Pli(sender_ssrc=remote.rtcp_ssrc, media_ssrc=SSRC)])
+    assert len(sent) == 2  # nothing after the link closed
