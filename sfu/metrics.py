@@ -47,7 +47,7 @@ DROP_REASONS = (
 CASCADE_EVENTS = (
     "packets_out", "bytes_out", "packets_in", "bytes_in", "nack_sent", "nacked_packets",
     "nack_received", "repair_sent", "repair_missing", "repaired", "repair_unneeded",
-    "keyframe_sent", "keyframe_received", "reconnects", "connect_failed",
+    "keyframe_sent", "keyframe_received", "reconnects", "connect_failed", "track_conflict",
 )
 
 BWE_BUCKETS = (50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6)

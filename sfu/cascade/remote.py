@@ -76,6 +76,13 @@ class RemotePublisher:
         for tid in removed:
             self._unpublish(tid, now)
         for spec in added:
+            if spec.track_id in room.receivers:
+                # The track is already published here: this node is (through some path) the
+                # origin itself. Relaying it back would replace the real publisher's track.
+                self.node.metrics.cascade["track_conflict"] += 1
+                log.warning("cascade: relayed track already published here, ignored",
+                            extra={"room": self.room_name, "track": spec.track_id})
+                continue
             primary = self._build(spec)
             self.tracks[spec.track_id] = (spec, primary)
             for slot in room.add_receiver(primary, now):

@@ -162,3 +162,18 @@ def test_what_the_node_would_send_a_publisher_goes_to_the_origin(
     remote.close(1.0)
     remote.send_rtcp([rtcp.Pli(sender_ssrc=remote.rtcp_ssrc, media_ssrc=SSRC)])
     assert len(sent) == 2  # nothing after the link closed
+
+
+def test_a_track_relayed_back_to_its_own_origin_is_ignored(node_settings: Settings) -> None:
+    from sfu.core.receiver import Receiver, TrackInfo
+    from sfu.sdp import Codec
+
+    node = Node(node_settings)
+    local = Receiver(TrackInfo("host-0-abc", "video", "host", "s", Codec(96, "VP8", 90000)))
+    node.room("shop").add_receiver(local, 0.0)
+    remote = RemotePublisher(node, "shop", lambda m: None)
+    remote.on_tracks([spec()], 0.0)
+    assert node.rooms["shop"].receivers["host-0-abc"] is local
+    assert node.metrics.cascade["track_conflict"] == 1
+    remote.close(1.0)
+    assert node.rooms["shop"].receivers["host-0-abc"] is local
