@@ -113,6 +113,12 @@ async def test_edge_viewer_decodes_the_origin_host(origin: Node, edge: Node,
         assert om.cascade["packets_out"] > 0 and em.cascade["packets_in"] > 0
         # One copy per edge: the origin sent what the edge received (loopback loses none).
         assert om.cascade["packets_out"] >= em.cascade["packets_in"]
+        # The edge viewer's join asked the origin for a keyframe, and the origin asked the
+        # host through its own throttle.
+        assert em.cascade["keyframe_sent"] >= 1
+        await until(lambda: om.cascade["keyframe_received"] == em.cascade["keyframe_sent"],
+                    LINK_TIMEOUT, "keyframe requests reaching the origin")
+        assert om.keyframe_requests["requested"] >= om.cascade["keyframe_received"]
         text = origin.metrics.render().decode()
         assert 'sfu_cascade_links{role="origin"} 1.0' in text
         assert 'sfu_cascade_events_total{event="packets_out"}' in text
