@@ -76,18 +76,28 @@ class Cascade:
         `origin` (host, cascade_port). Idempotent; a different origin replaces the link.
         Returns at once: the tracks appear in the local room when the link is up, and
         return by themselves after the link is lost and comes back."""
+        host, port = origin[0], int(origin[1])
+        if not room or not 0 < port < 65536:
+            raise ValueError(f"cannot subscribe {room!r} to {origin!r}: need a room name "
+                             "and an origin (host, cascade_port)")
+        if port == self.port and host in self._own_hosts():
+            raise ValueError(f"{host}:{port} is this node's own cascade listener")
         link = self.links.get(room)
         if link is not None:
-            if link.origin == tuple(origin):
+            if link.origin == (host, port):
                 return
             await self.unsubscribe(room)
-        link = self.links[room] = EdgeLink(self, room, (origin[0], int(origin[1])))
+        link = self.links[room] = EdgeLink(self, room, (host, port))
         link.start()
 
     async def unsubscribe(self, room: str) -> None:
         link = self.links.pop(room, None)
         if link is not None:
             await link.stop()
+
+    def _own_hosts(self) -> set[str]:
+        s = self.node.settings
+        return {s.host, "127.0.0.1", "localhost", "::1", *self.node.advertised_ips}
 
     async def wait_linked(self, room: str, limit: float) -> bool:
         """True once this edge's link for `room` is authenticated (within `limit` seconds)."""

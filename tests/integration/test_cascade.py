@@ -359,3 +359,14 @@ async def test_malformed_input_is_counted_not_fatal(origin: Node, edge: Node,
         assert link.linked.is_set()
     finally:
         await host.close()
+
+
+async def test_subscribe_refuses_this_node_and_nonsense(edge: Node) -> None:
+    cascade = cascade_of(edge)
+    with pytest.raises(ValueError, match="own cascade listener"):
+        await cascade.subscribe(ROOM, ("127.0.0.1", edge.settings.cascade_port))
+    with pytest.raises(ValueError):
+        await cascade.subscribe(ROOM, ("127.0.0.1", 0))
+    with pytest.raises(ValueError):
+        await cascade.subscribe("", ("127.0.0.1", 4433))
+    assert cascade.links == {}
