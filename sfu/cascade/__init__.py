@@ -75,7 +75,8 @@ class Cascade:
         """Receive `room`'s published tracks from the origin's cascade listener at
         `origin` (host, cascade_port). Idempotent; a different origin replaces the link.
         Returns at once: the tracks appear in the local room when the link is up, and
-        return by themselves after the link is lost and comes back."""
+        return by themselves after the link is lost and comes back. Raises ValueError for
+        this node's own listener or a malformed origin."""
         host, port = origin[0], int(origin[1])
         if not room or not 0 < port < 65536:
             raise ValueError(f"cannot subscribe {room!r} to {origin!r}: need a room name "
