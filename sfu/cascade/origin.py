@@ -66,9 +66,15 @@ class EdgeSession:
         return self.handshake.room
 
     def _check_auth(self) -> None:
-        if self.handshake.expired(self.node.now()) and not self.protocol.closed:
-            self._reject(AuthError("auth_timeout", "no authentication within "
-                                   f"{self.cascade.auth_timeout:g} s"))
+        if self.handshake.done or self.protocol.closed:
+            return
+        now = self.node.now()
+        if not self.handshake.expired(now):  # a timer may fire a hair early
+            self._timer = asyncio.get_running_loop().call_later(
+                max(0.001, self.handshake.deadline - now), self._check_auth)
+            return
+        self._reject(AuthError("auth_timeout", "no authentication within "
+                               f"{self.cascade.auth_timeout:g} s"))
 
     # --- control -----------------------------------------------------------------------------
 

@@ -146,7 +146,10 @@ class LinkProtocol(QuicConnectionProtocol):
         except CascadeWireError as exc:
             log.error("cascade: control message not sent", extra={"error": str(exc)})
             return False
-        self._quic.send_stream_data(CONTROL_STREAM, line)
+        try:
+            self._quic.send_stream_data(CONTROL_STREAM, line)
+        except ValueError:  # the origin's side before the edge opened the stream
+            return False
         self._transmit_soon()
         return True
 

@@ -370,3 +370,18 @@ async def test_subscribe_refuses_this_node_and_nonsense(edge: Node) -> None:
     with pytest.raises(ValueError):
         await cascade.subscribe("", ("127.0.0.1", 4433))
     assert cascade.links == {}
+
+
+async def test_the_origin_closes_a_connection_that_never_authenticates(origin: Node) -> None:
+    from aioquic.asyncio import connect
+
+    from sfu.cascade.quic import LinkProtocol, configuration
+
+    cascade_of(origin).auth_timeout = 0.5
+    config = configuration(server=False, idle_timeout=10)
+    async with connect("127.0.0.1", origin.settings.cascade_port, configuration=config,
+                       create_protocol=LinkProtocol) as silent:
+        await asyncio.wait_for(silent.wait_closed(), LINK_TIMEOUT)
+        assert silent.close_reason.startswith("auth_timeout")
+    assert origin.metrics.cascade_auth_rejections["origin"] == 1
+    assert cascade_of(origin).listener.sessions == set()
