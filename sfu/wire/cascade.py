@@ -114,7 +114,7 @@ def decode(line: bytes, accept: frozenset[str]) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise CascadeWireError("control message is not a JSON object")
     kind = message.get("t")
-    if kind not in accept:
+    if not isinstance(kind, str) or kind not in accept:
         raise CascadeWireError(f"unexpected control message type {kind!r}")
     _CHECKS[kind](message)
     return message

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sfu.wire.cascade import (
     EDGE_MESSAGES,
@@ -109,3 +111,35 @@ def test_bad_track_specs_raise(field: str, value: object) -> None:
     raw[field] = value
     with pytest.raises(CascadeWireError):
         parse_track(raw)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_any_bytes_on_the_control_stream_give_messages_or_errors(chunks: list[bytes]) -> None:
+    reader = LineReader(EDGE_MESSAGES | ORIGIN_MESSAGES)
+    for chunk in chunks:
+        for item in reader.feed(chunk):
+            assert isinstance(item, (dict, CascadeWireError))
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_any_datagram_parses_or_raises_the_wire_error(data: bytes) -> None:
+    try:
+        kind, channel, rtp = parse_datagram(data)
+    except CascadeWireError:
+        return
+    assert kind in (MEDIA, REPAIR) and 0 <= channel <= 0xFFFF and len(rtp) >= 12
+
+
+@given(st.dictionaries(st.sampled_from(["t", "ch", "seqs", "tracks", "nonce", "proof", "v",
+                                        "room", "node", "ts", "code", "message"]),
+                       st.one_of(st.none(), st.integers(), st.text(max_size=5),
+                                 st.lists(st.integers(), max_size=3),
+                                 st.sampled_from(sorted(EDGE_MESSAGES | ORIGIN_MESSAGES)))))
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_json_objects_are_validated_not_crashed_on(message: dict[str, object]) -> None:
+    try:
+        decode(json.dumps(message).encode(), EDGE_MESSAGES | ORIGIN_MESSAGES)
+    except CascadeWireError:
+        pass
