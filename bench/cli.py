@@ -81,6 +81,19 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--repeats", type=int, default=2, help="rounds of the 3 modes (default 2)")
     rec.add_argument("--out", type=Path, default=Path("bench-results/recording.json"),
                      help="JSON results (default bench-results/recording.json)")
+    cas = sub.add_parser(
+        "cascade", help="latency one origin->edge QUIC hop adds, origin CPU per edge vs per "
+        "direct viewer"
+    )
+    cas.add_argument("--edges", type=int, default=2, help="edge nodes (default 2)")
+    cas.add_argument("--viewers", type=int, default=4,
+                     help="direct raw viewers on the origin for the CPU comparison (default 4)")
+    cas.add_argument("--duration", type=_positive, default=8.0,
+                     help="each measured window, seconds (default 8)")
+    cas.add_argument("--warmup", type=_positive, default=2.0,
+                     help="warm-up before each window, seconds (default 2)")
+    cas.add_argument("--out", type=Path, default=Path("bench-results/cascade.json"),
+                     help="JSON results (default bench-results/cascade.json)")
     return parser
 
 
@@ -120,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return record_main(warmup=args.warmup, duration=args.duration,
                            repeats=max(1, min(args.repeats, 10)), out=args.out)
+    if args.command == "cascade":
+        from bench.cascade import Options as CascadeOptions
+        from bench.cascade import main as cascade_main
+
+        if not (1 <= args.edges <= 8 and 1 <= args.viewers <= 50):
+            raise SystemExit("error: --edges must be in 1..8 and --viewers in 1..50")
+        return cascade_main(CascadeOptions(edges=args.edges, viewers=args.viewers,
+                                           duration=args.duration, warmup=args.warmup,
+                                           out=args.out))
     raise SystemExit(f"unknown command {args.command}")  # pragma: no cover
 
 

@@ -43,6 +43,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="HTTP port (env SFU_HTTP_PORT; 8080)")
     serve.add_argument("--udp-port", type=int, help="UDP media port (env SFU_UDP_PORT; 10000)")
     serve.add_argument(
+        "--cascade-port", type=int,
+        help="UDP port of the QUIC cascade listener for edge nodes; 0 = cascading off "
+        "(env SFU_CASCADE_PORT; 0)",
+    )
+    serve.add_argument(
         "--public-ip",
         action="append",
         metavar="IP",
@@ -159,6 +164,12 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
     host = args.host if args.host is not None else env.get("SFU_HOST", "").strip()
     http_port = args.http_port if args.http_port is not None else _env_int(env, "SFU_HTTP_PORT")
     udp_port = args.udp_port if args.udp_port is not None else _env_int(env, "SFU_UDP_PORT")
+    cascade_port = (
+        args.cascade_port if args.cascade_port is not None
+        else _env_int(env, "SFU_CASCADE_PORT")
+    ) or 0
+    if cascade_port:
+        _check_port("cascade port", cascade_port)
     if args.public_ip is not None:
         raw_ips = [ip.strip() for ip in args.public_ip]
     else:
@@ -192,6 +203,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         peer_networks=peer_networks,
         http_port=_check_port("HTTP port", defaults.http_port if http_port is None else http_port),
         udp_port=_check_port("UDP port", defaults.udp_port if udp_port is None else udp_port),
+        cascade_port=cascade_port,
         public_ips=public_ips,
         data_dir=_data_dir(args, env),
         peer_timeout=peer_timeout,
@@ -277,6 +289,10 @@ def _banner(settings: Settings) -> str:
         f"  UDP media    port {settings.udp_port}, advertised on "
         f"{', '.join(advertised_ips(settings))}",
         f"  credentials  {source}",
+    ]
+    if settings.cascade_port:
+        lines.append(f"  cascade      QUIC port {settings.cascade_port} (origin for edges)")
+    lines += [
         f"  new token    {token_cmd}",
     ]
     if settings.dev_mode:

@@ -37,8 +37,18 @@ DROP_REASONS = (
     "codec_mismatch",
     "awaiting_keyframe",
     "send_error",
+    "cascade_datagram_malformed",
+    "cascade_datagram_unexpected",
+    "cascade_control_malformed",
+    "cascade_unknown_channel",
+    "cascade_send_dropped",
 )
 
+CASCADE_EVENTS = (
+    "packets_out", "bytes_out", "packets_in", "bytes_in", "nack_sent", "nacked_packets",
+    "nack_received", "repair_sent", "repair_missing", "repaired", "repair_unneeded",
+    "keyframe_sent", "keyframe_received", "reconnects", "connect_failed", "track_conflict",
+)
 
 BWE_BUCKETS = (50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6)
 
@@ -86,6 +96,10 @@ class NodeMetrics:
         # downlink bandwidth estimation: events (feedback, probes, pauses, state changes, ...)
         self.bwe: Counter[str] = Counter()
         self.bwe_estimate = Histogram(BWE_BUCKETS)  # per viewer, observed at each allocation
+        # cascade (sfu.cascade): relayed packets/bytes in and out, upstream NACKs and
+        # keyframe requests, repairs, reconnects; auth rejections by side (origin/edge)
+        self.cascade: Counter[str] = Counter({e: 0 for e in CASCADE_EVENTS})
+        self.cascade_auth_rejections: Counter[str] = Counter({"origin": 0, "edge": 0})
         self.gauges: dict[str, Callable[[], dict[tuple[str, ...], float]]] = {}
         self.gauge_labels: dict[str, tuple[str, ...]] = {}
         self.gauge_help: dict[str, str] = {}
@@ -152,6 +166,12 @@ class _Collector(Collector):
         yield twcc
         yield _counter("bwe_events", "Downlink bandwidth estimation events (feedback, probes, "
                        "pauses, layer moves, state changes)", "event", m.bwe)
+        yield _counter("cascade_events", "Cascade relay events: packets/bytes relayed in and "
+                       "out, upstream NACKs and keyframe requests, repairs, reconnects",
+                       "event", m.cascade)
+        yield _counter("cascade_auth_rejections", "Cascade links refused by the node-secret "
+                       "handshake, by the side that refused", "side",
+                       m.cascade_auth_rejections)
         h = m.bwe_estimate
         yield HistogramMetricFamily(
             f"{PREFIX}_bwe_estimate_bps", "Viewers' downlink estimates, bits/s (one sample "

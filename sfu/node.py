@@ -36,8 +36,8 @@ from sfu.sdp import SdpError
 from sfu.wire import rtcp
 
 if TYPE_CHECKING:
+    from sfu.cascade import Cascade
     from sfu.cluster.agent import ClusterAgent
-    from sfu.cluster.types import Cascade
 
 log = logging.getLogger("sfu.node")
 
@@ -136,6 +136,11 @@ class Node:
         site = web.TCPSite(self._runner, s.host, s.http_port)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
+        if s.cascade_port:
+            from sfu.cascade import Cascade
+
+            self.cascade = Cascade(self)
+            await self.cascade.start()
         if s.cluster_redis_url:
             from sfu.cluster.agent import ClusterAgent
 
@@ -143,7 +148,8 @@ class Node:
         self._tick_task = asyncio.ensure_future(self._tick_loop())
         log.info(
             "node started",
-            extra={"http": self.http_url, "udp_port": self.udp_port, "ips": self.advertised_ips},
+            extra={"http": self.http_url, "udp_port": self.udp_port, "ips": self.advertised_ips,
+                   "cascade_port": self.cascade.port if self.cascade is not None else 0},
         )
 
     @property
@@ -160,6 +166,8 @@ class Node:
                 await self._tick_task
         if self.recorder is not None:
             await self.recorder.close()  # finish the files while the rooms still exist
+        if self.cascade is not None:
+            await self.cascade.stop()  # edges hear "bye" and take the tracks down at once
         for peer in list(self.peers.values()):
             self.close_peer(peer, "node_stopped")
         await self._close_room_sockets()
@@ -378,6 +386,8 @@ class Node:
             self._tracks_changed(room)
 
     def _tracks_changed(self, room: Room) -> None:
+        if self.cascade is not None:
+            self.cascade.tracks_changed(room)
         for listener in list(self.room_listeners.get(room.name, ())):
             listener(room)
 
@@ -512,6 +522,8 @@ class Node:
     def forward_sender_report(
         self, receiver: Receiver, sr: rtcp.SenderReport, now: float
     ) -> None:
+        if self.cascade is not None:
+            self.cascade.on_sender_report(receiver, sr)
         for dt in receiver.downtracks:
             out = dt.sender_report(sr)
             if out is not None and dt.sink is not None:
@@ -575,6 +587,8 @@ class Node:
                 if not track.simulcast:
                     continue
                 needed = needed_layers(track, viewers) | {track.ranked()[0].layer}
+                if self.cascade is not None and self.cascade.relayed(track):
+                    needed = {la.layer for la in track.layers}
                 changed = False
                 for layer in track.layers:
                     paused = layer.layer not in needed

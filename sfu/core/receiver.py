@@ -7,6 +7,7 @@ the caller asks it what to do and does the I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,9 @@ class Receiver:
         self._ext_packet: bytes | None = None
         self._ext_cache: dict[tuple[tuple[int, int], ...], tuple[int, bytes]] = {}
         self.upstream: Any = None  # the publishing session; the shell sends PLI/RR through it
+        # Cascade (sfu.cascade.feed): told of every packet accepted, after loss recovery,
+        # as (plain packet, header, is a late retransmission, now); None when not relayed.
+        self.relay: Callable[[bytes, RtpHeader, bool, float], None] | None = None
 
     def on_rtp(self, data: bytes, hdr: RtpHeader, now: float) -> bool:
         """Account for one packet; returns True when it starts a keyframe."""

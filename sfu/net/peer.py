@@ -29,7 +29,7 @@ from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
 from sfu.wire import rtcp, rtx
 from sfu.wire.rtcp import RtcpError
-from sfu.wire.rtp import RtpError, iter_extensions, parse_header
+from sfu.wire.rtp import RtpError, RtpHeader, iter_extensions, parse_header
 from sfu.wire.twcc import TransportFeedback, read_transport_seq
 
 if TYPE_CHECKING:
@@ -311,44 +311,10 @@ class Peer:
             at = gen.get_timer()
             if at is not None and (self._nack_at is None or at < self._nack_at):
                 self._arm_nack(at)
-        sock = self.node.sock
-        if sock is None:
-            return
-        # The per-viewer steps are spelled out here rather than layered through helper
-        # calls: this loop runs once per packet per viewer and dominates the node's CPU.
-        sent = sent_bytes = 0
-        for dt in receiver.downtracks:
-            out = dt.forward(plain, hdr, key, now)
-            if out is None:
-                continue
-            sink = dt.sink
-            tx = sink._tx
-            if tx is None or sink.addr is None:
-                if sink.local:  # an in-process sink (a recorder): no SRTP, no socket
-                    sink.write(out, now)
-                    continue
-                m.drop("not_connected")
-                continue
-            if dt.history is not None:
-                # Kept by outgoing seq so the viewer's NACKs can be answered.
-                dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)
-                dt.responder.on_media(len(out), now)
-            elif dt.red is not None:
-                out = dt.red.encode(out, now)
-            enc = tx.protect(out)
-            try:
-                sock.sendto(enc, sink.addr)
-            except BlockingIOError:
-                m.drop("send_buffer_full")
-                continue
-            except OSError:
-                m.drop("send_error")
-                continue
-            sent += 1
-            sent_bytes += len(enc)
-        if sent:
-            m.packets_out[kind] += sent
-            m.bytes_out[kind] += sent_bytes
+        relay = receiver.relay
+        if relay is not None:
+            relay(plain, hdr, retransmission, now)
+        fan_out(self.node, receiver, plain, hdr, key, now)
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
         """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT.
@@ -596,4 +562,51 @@ class Peer:
         self.rtx_ssrcs[ssrc] = receiver
 
 
-__all__ = ["Peer", "EXT_MID"]
+def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: bool,
+            now: float) -> None:
+    """Forward one accepted packet of `receiver` to its down-tracks (rewrite, keep in
+    History, SRTP protect, send). Shared by local publishers (Peer.on_srtp) and cascaded
+    ones (sfu.cascade.remote), so an edge's viewers get exactly the local path."""
+    m = node.metrics
+    kind = receiver.info.kind
+    sock = node.sock
+    if sock is None:
+        return
+    # The per-viewer steps are spelled out here rather than layered through helper
+    # calls: this loop runs once per packet per viewer and dominates the node's CPU.
+    sent = sent_bytes = 0
+    for dt in receiver.downtracks:
+        out = dt.forward(plain, hdr, key, now)
+        if out is None:
+            continue
+        sink = dt.sink
+        tx = sink._tx
+        if tx is None or sink.addr is None:
+            if sink.local:  # an in-process sink (a recorder): no SRTP, no socket
+                sink.write(out, now)
+                continue
+            m.drop("not_connected")
+            continue
+        if dt.history is not None:
+            # Kept by outgoing seq so the viewer's NACKs can be answered.
+            dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)
+            dt.responder.on_media(len(out), now)
+        elif dt.red is not None:
+            out = dt.red.encode(out, now)
+        enc = tx.protect(out)
+        try:
+            sock.sendto(enc, sink.addr)
+        except BlockingIOError:
+            m.drop("send_buffer_full")
+            continue
+        except OSError:
+            m.drop("send_error")
+            continue
+        sent += 1
+        sent_bytes += len(enc)
+    if sent:
+        m.packets_out[kind] += sent
+        m.bytes_out[kind] += sent_bytes
+
+
+__all__ = ["Peer", "EXT_MID", "fan_out"]

@@ -235,9 +235,23 @@ def test_serve_banner_in_dev_mode(
     assert claims.grants == GRANTS
 
 
+def test_serve_cascade_port_from_flag_or_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_node: list[Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path), "--cascade-port", "4433"]) == 0
+    monkeypatch.setenv("SFU_CASCADE_PORT", "4434")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    monkeypatch.delenv("SFU_CASCADE_PORT")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    assert [s.cascade_port for s in fake_node] == [4433, 4434, 0]
+    assert "QUIC port 4433" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
+        (["--cascade-port", "70000"], {}, "cascade port"),
         (["--http-port", "70000"], {}, "HTTP port"),
         ([], {"SFU_UDP_PORT": "abc"}, "SFU_UDP_PORT"),
         (["--public-ip", "example.com"], {}, "not an IP address"),
