@@ -103,10 +103,6 @@ def _build_parser() -> argparse.ArgumentParser:
         help="viewer sessions before the cluster prefers other nodes (env SFU_NODE_CAPACITY; "
         "0: no limit)",
     )
-    serve.add_argument(
-        "--cascade-port", type=int,
-        help="UDP port of the QUIC cascade listener (env SFU_CASCADE_PORT; 0: off)",
-    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -241,16 +237,11 @@ def _cluster_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[
                 else _env_int(env, "SFU_NODE_CAPACITY"))
     if capacity is not None and capacity < 0:
         raise UsageError(f"node capacity must be 0 (no limit) or more, got {capacity}")
-    cascade = (args.cascade_port if args.cascade_port is not None
-               else _env_int(env, "SFU_CASCADE_PORT"))
-    if cascade:
-        _check_port("cascade port", cascade)
     return {
         "cluster_redis_url": url,
         "node_id": node_id,
         "public_url": public_url,
         "node_capacity": capacity or 0,
-        "cascade_port": cascade or 0,
     }
 
 
