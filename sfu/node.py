@@ -75,6 +75,7 @@ class Node:
         self._ssrcs: set[int] = set()
         self.started_at = time.time()
         self.draining = False
+        self.ready = False  # start() finished: /healthz says ok
         self.on_datachannel_message: Any = None  # hook for the commerce layer
         # The commerce service (signalling.service.CommerceService), set by start().
         self.commerce: Any = None
@@ -146,6 +147,7 @@ class Node:
 
             self.cluster = await ClusterAgent.start(self)
         self._tick_task = asyncio.ensure_future(self._tick_loop())
+        self.ready = True
         log.info(
             "node started",
             extra={"http": self.http_url, "udp_port": self.udp_port, "ips": self.advertised_ips,

@@ -256,9 +256,12 @@ async def options(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    status = 503 if node.draining else 200
+    # Not ready while starting (the HTTP site is up before the cascade listener and the
+    # cluster registration: placement would be wrong) or draining.
+    state = "draining" if node.draining else "ok" if node.ready else "starting"
+    status = 200 if state == "ok" else 503
     body: dict[str, object] = {
-        "status": "draining" if node.draining else "ok", "rooms": len(node.rooms),
+        "status": state, "rooms": len(node.rooms),
         "sessions": len(node.peers),
     }
     if node.cluster is not None:
