@@ -149,7 +149,7 @@ def answer_offer(
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
             neg = negotiate_subscribe(m)
             if neg.accepted:
-                slot = _subscribe_slot(node, peer.participant, mid, neg)
+                slot = _subscribe_slot(node, peer.participant, mid, neg, session=peer.id)
                 slot.wants = subscriptions.get(mid)
                 wanted = room.receivers.get(slot.wants) if slot.wants else None
                 stream = wanted.info.stream_id if wanted is not None else room.name
@@ -284,7 +284,9 @@ def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> Non
     peer.bwe.add_track(slot.downtrack)
 
 
-def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> Slot:
+def _subscribe_slot(
+    node: Node, participant: str, mid: str, neg: Negotiated, *, session: str
+) -> Slot:
     m = neg.section
     clock = neg.codecs[0].clock_rate
     dt = DownTrack(
@@ -297,4 +299,5 @@ def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> 
     )
     if any(c.name == "RTX" for c in neg.codecs):
         dt.rtx_ssrc = node.new_ssrc()
-    return Slot(downtrack=dt, subscriber=participant, codecs=neg.codecs, extmaps=neg.extmaps)
+    return Slot(downtrack=dt, subscriber=participant, codecs=neg.codecs, extmaps=neg.extmaps,
+                session=session)

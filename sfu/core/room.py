@@ -25,6 +25,10 @@ class Slot:
     codecs: list[Codec]
     extmaps: list[Extmap]
     wants: str | None = None  # a track id, or None for any track of the slot's kind
+    # The subscriber's session (peer id): a session's "any track" slots each take a different
+    # track. Another session of the same participant (a reconnect while the old one lingers,
+    # a second tab) is not held back by what the first one receives.
+    session: str = ""
     mismatched: set[str] = field(default_factory=set)  # track ids whose codec it cannot take
 
 
@@ -100,12 +104,15 @@ class Room:
         return (
             receiver.info.kind == slot.downtrack.kind
             and receiver.info.participant != slot.subscriber
-            and not self._taken_by(slot.subscriber, receiver)
+            and not self._taken_by(slot, receiver)
         )
 
-    def _taken_by(self, subscriber: str, receiver: Receiver) -> bool:
+    def _taken_by(self, slot: Slot, receiver: Receiver) -> bool:
+        """Whether another slot of the same session already receives `receiver`."""
         return any(
-            s.subscriber == subscriber and s.downtrack.receiver is receiver for s in self.slots
+            s.subscriber == slot.subscriber and s.session == slot.session
+            and s.downtrack.receiver is receiver
+            for s in self.slots
         )
 
     def _bind_any(self, slot: Slot, now: float) -> bool:

@@ -487,6 +487,24 @@ def test_removing_track_rebinds_to_a_free_track_of_same_kind() -> None:
     assert room.version == 6
 
 
+def test_a_second_session_of_a_participant_gets_the_track_too() -> None:
+    """A viewer that reconnects while its old session lingers (the old peer has not timed out
+    yet, or its edge relays the room again after an origin change) must get the track on the
+    new session: the "each slot a different track" rule holds within one session only."""
+    room = Room("room")
+    old, new = slot("zed", ssrc=1), slot("zed", ssrc=2)
+    old.session, new.session = "peer-1", "peer-2"
+    room.add_slot(old, 0.0)
+    room.add_slot(new, 0.0)
+    r = receiver("alice-v", "alice")
+    assert room.add_receiver(r, 1.0) == [old, new]
+    assert old.downtrack.receiver is r and new.downtrack.receiver is r
+    # Within one session the rule stands: a second slot of peer-2 does not take the same track.
+    third = slot("zed", ssrc=3)
+    third.session = "peer-2"
+    assert room.add_slot(third, 2.0) is False
+
+
 def test_named_slot_binds_only_its_track() -> None:
     room = Room("room")
     a, b = receiver("alice-v", "alice"), receiver("bob-v", "bob")
