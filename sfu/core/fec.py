@@ -10,9 +10,15 @@ measured loss of at least `min_loss` and either RTT >= `rtt_threshold` or loss >
 Grouping: one group per video frame (the marker bit ends it, or `max_group` packets), so FEC
 never delays a frame behind the next one; within a group, packets are spread round-robin
 over the FEC packets (`sfu.wire.ulpfec.interleaved_groups`) so a burst of consecutive losses
-hits different parity packets. FEC packets go out as FlexFEC-03 on their own SSRC and seq
-space (`sfu.wire.flexfec`): the media seqs the down-track already rewrote stay untouched,
-and NACK/History keep working on them unchanged.
+hits different parity packets. Two output formats:
+
+* `UlpfecEncoder` (the live node): ULPFEC (RFC 5109) inside RED (RFC 2198), what Chromium
+  decodes once a viewer negotiates `red/90000` + `ulpfec/90000`. ULPFEC shares the media SSRC
+  and seq space, so each group's FEC packets take the seqs right after its last media packet
+  (`reserve`, backed by the down-track's `RtpMunger.insert`), and every media packet goes out
+  RED-wrapped, as libwebrtc sends it, whether FEC is on at the moment or not.
+* `FecEncoder` itself (the simulator): FlexFEC-03 on its own SSRC and seq space
+  (`sfu.wire.flexfec`); Chromium's FlexFEC is behind a field trial, so it stays sim-only.
 
 Decoder: keeps recent media packets of one SSRC and the FEC packets that could not be used
 yet; whenever exactly one packet of an FEC packet's set is missing, it rebuilds it. Feeds:
@@ -24,9 +30,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from sfu.wire import flexfec, red, ulpfec
-from sfu.wire.rtp import parse_header
+from sfu.wire.rtp import build_packet, parse_header
 from sfu.wire.ulpfec import FecPacket
 
 DEFAULT_RTT = 0.1
@@ -125,16 +132,56 @@ class FecEncoder:
         n = len(packets)
         m = min(n, max(1, math.ceil(n * r - 1e-9)))
         ts = timestamp if timestamp is not None else parse_header(packets[-1]).timestamp
-        out = []
-        for idx in ulpfec.interleaved_groups(n, m):
-            fec = ulpfec.xor([packets[i] for i in idx], [seqs[i] for i in idx])
-            pkt = flexfec.packet(fec, media_ssrc=self.media_ssrc, fec_ssrc=self.fec_ssrc,
-                                 payload_type=self.payload_type, seq=self._seq, timestamp=ts)
-            self._seq = (self._seq + 1) & 0xFFFF
-            self.fec_packets += 1
-            self.fec_bytes += len(pkt)
-            out.append(pkt)
+        fecs = [ulpfec.xor([packets[i] for i in idx], [seqs[i] for i in idx])
+                for idx in ulpfec.interleaved_groups(n, m)]
+        out = self._emit(fecs, ts)
+        self.fec_packets += len(out)
+        self.fec_bytes += sum(map(len, out))
         return out
+
+    def _emit(self, fecs: list[FecPacket], ts: int) -> list[bytes]:
+        out = []
+        for fec in fecs:
+            out.append(flexfec.packet(fec, media_ssrc=self.media_ssrc, fec_ssrc=self.fec_ssrc,
+                                      payload_type=self.payload_type, seq=self._seq,
+                                      timestamp=ts))
+            self._seq = (self._seq + 1) & 0xFFFF
+        return out
+
+
+class UlpfecEncoder(FecEncoder):
+    """ULPFEC in RED for one viewer's video down-track (the live node), adaptively.
+
+    `on_packet` takes the plain media packet as the viewer will see it once RED is removed
+    (its PT, outgoing seq); `wrap` is that packet as it goes on the wire. `reserve(n)` must
+    hand out n consecutive media seqs right after the newest one sent (None: no room, the
+    group goes unprotected). Same policy and counters as `FecEncoder`.
+    """
+
+    def __init__(self, *, media_ssrc: int, red_pt: int, ulpfec_pt: int,
+                 reserve: Callable[[int], int | None], max_group: int = ulpfec.MASK_LONG,
+                 **policy: float) -> None:
+        if not 1 <= max_group <= ulpfec.MASK_LONG:
+            raise ValueError(f"max_group must be in [1, {ulpfec.MASK_LONG}]")
+        super().__init__(media_ssrc=media_ssrc, fec_ssrc=media_ssrc, payload_type=red_pt,
+                         max_group=max_group, **policy)  # type: ignore[arg-type]
+        self.red_pt = red_pt
+        self.ulpfec_pt = ulpfec_pt
+        self._reserve = reserve
+        self._ulpfec_block = bytes((ulpfec_pt & 0x7F,))  # a primary-only RED header
+
+    def wrap(self, data: bytes) -> bytes:
+        """Media packet `data` as RED with no redundant block (what goes on the wire)."""
+        return red.wrap(data, parse_header(data), self.red_pt)
+
+    def _emit(self, fecs: list[FecPacket], ts: int) -> list[bytes]:
+        first = self._reserve(len(fecs))
+        if first is None:
+            return []
+        return [build_packet(payload_type=self.red_pt, seq=(first + i) & 0xFFFF, timestamp=ts,
+                             ssrc=self.media_ssrc,
+                             payload=self._ulpfec_block + ulpfec.encode(fec))
+                for i, fec in enumerate(fecs)]
 
 
 class FecDecoder:

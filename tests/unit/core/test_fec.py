@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from sfu.core.fec import FecDecoder, FecEncoder
+from sfu.core.fec import FecDecoder, FecEncoder, UlpfecEncoder
+from sfu.core.munger import RtpMunger
 from sfu.wire import red, ulpfec
 from sfu.wire.rtp import build_packet, parse_header
 
@@ -133,3 +134,51 @@ def test_a_late_older_packet_is_not_put_in_a_group() -> None:
     last = build_packet(payload_type=96, seq=12, timestamp=9000, ssrc=1, payload=b"z" * 50,
                         marker=True)
     assert enc.on_packet(last, 0.0)  # the group 10-12 is protected as usual
+
+
+def test_ulpfec_in_red_takes_the_seqs_after_the_frame_and_decodes_at_ingress() -> None:
+    munger = RtpMunger(90000, seq_start=65_533, ts_start=0)
+    enc = UlpfecEncoder(media_ssrc=SSRC, red_pt=116, ulpfec_pt=117, reserve=munger.insert,
+                        rtt=0.15)
+    enc.set_loss(0.1, 0.0)  # protection 0.2: 5 packets -> 1 FEC packet
+    wire: list[bytes] = []
+    plain: list[bytes] = []
+    for p in frame(7000, 5, 3000) + frame(7005, 5, 6000):
+        h = parse_header(p)
+        got = munger.rewrite(h.seq, h.timestamp, 0.0)
+        assert got is not None
+        out = build_packet(payload_type=96, seq=got[0], timestamp=got[1], ssrc=SSRC,
+                           marker=h.marker, payload=p[h.payload_start:])
+        plain.append(out)
+        wire.append(enc.wrap(out))
+        wire += enc.on_packet(out, 0.0)
+    hs = [parse_header(p) for p in wire]
+    # One continuous seq space: 5 media, their FEC, 5 media, their FEC (wrapping at 2^16).
+    assert [h.seq for h in hs] == [(65_533 + i) & 0xFFFF for i in range(12)]
+    assert all(h.payload_type == 116 for h in hs)
+    assert [red.decode(p[h.payload_start:])[1].payload_type for p, h in zip(wire, hs,
+            strict=True)] == [96] * 5 + [117] + [96] * 5 + [117]
+    assert hs[5].timestamp == 0 and not hs[5].marker and hs[11].timestamp == 3000  # munged ts
+    assert enc.fec_packets == 2 and enc.media_packets == 10
+    # The ingress decoder (what Chromium does too): any one lost packet per frame comes back.
+    for lost in (0, 4, 7):
+        d = FecDecoder(SSRC)
+        out_plain: list[bytes] = []
+        for i, p in enumerate(wire):
+            if i != lost + (lost >= 5):
+                out_plain += d.on_red(p, 117, 0.0)
+        assert sorted(out_plain) == sorted(plain)
+        assert d.recovered == 1
+
+
+def test_ulpfec_without_room_sends_no_fec_and_off_means_red_only() -> None:
+    enc = UlpfecEncoder(media_ssrc=SSRC, red_pt=116, ulpfec_pt=117, reserve=lambda n: None,
+                        rtt=0.3)
+    pkts = frame(1, 3, 0)
+    assert [enc.on_packet(p, 0.0) for p in pkts] == [[], [], []]  # no loss: FEC off
+    enc.set_loss(0.3, 0.0)
+    assert [enc.on_packet(p, 0.0) for p in pkts] == [[], [], []]  # no seqs to put it in
+    assert enc.fec_packets == 0
+    with pytest.raises(ValueError):
+        UlpfecEncoder(media_ssrc=SSRC, red_pt=116, ulpfec_pt=117, reserve=lambda n: 0,
+                      max_group=49)
