@@ -16,6 +16,7 @@ import random
 import struct
 from typing import Any
 
+from sfu.core.fec import UlpfecEncoder
 from sfu.core.history import History
 from sfu.core.munger import RtpMunger
 from sfu.core.nack import NackResponder, RtxConfig
@@ -23,7 +24,7 @@ from sfu.core.receiver import Receiver
 from sfu.core.redundancy import RedEncoder
 from sfu.core.rtpstats import SendStats
 from sfu.core.vp8munger import Vp8Munger
-from sfu.wire import rtp
+from sfu.wire import red, rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
@@ -66,6 +67,7 @@ class DownTrack:
         self.dropped_waiting = 0
         self.sink: Any = None  # the subscriber session; the shell sends through it
         self.rtt: float | None = None
+        self.loss: float | None = None  # fraction lost in the viewer's last receiver report
         # simulcast and temporal scalability
         self.current: Receiver | None = None  # the layer being forwarded
         self.pending: Receiver | None = None  # the layer to switch to on its next key frame
@@ -80,6 +82,7 @@ class DownTrack:
         self.history: History | None = None
         self.responder: NackResponder | None = None
         self.red: RedEncoder | None = None
+        self.fec: UlpfecEncoder | None = None  # video in RED, + ULPFEC under loss
         # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
         # when set, every packet gets the transport-wide sequence number extension
         self.downlink: Any = None
@@ -121,9 +124,22 @@ class DownTrack:
         ) == publisher_ext_ids
         self.awaiting_keyframe = self.kind == "video"
 
-    def configure_repair(self, *, nack: bool, rtx_pt: int | None, red_pt: int | None) -> None:
-        """Set up NACK answering (RTX when negotiated) and Opus RED for the bound codec."""
-        self.history = self.responder = self.red = None
+    def configure_repair(self, *, nack: bool, rtx_pt: int | None, red_pt: int | None,
+                         fec: tuple[int, int, int | None] | None = None) -> None:
+        """Set up NACK answering (RTX when negotiated), Opus RED, and video FEC (`fec`: the
+        viewer's RED, ULPFEC and RED-RTX payload types) for the bound codec.
+
+        With video FEC every packet goes out in RED, so History keeps RED packets and a
+        retransmission goes out on the RTX payload type whose apt is RED, as libwebrtc does.
+        """
+        self.history = self.responder = self.red = self.fec = None
+        if fec is not None and self.kind == "video":
+            red_video, ulpfec_pt, red_rtx = fec
+            self.fec = UlpfecEncoder(media_ssrc=self.ssrc, red_pt=red_video,
+                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert)
+            if self.rtt is not None:
+                self.fec.set_rtt(self.rtt)
+            rtx_pt = red_rtx
         if nack and self.kind == "video":
             self.history = History()
             rtx = None
@@ -132,6 +148,18 @@ class DownTrack:
             self.responder = NackResponder(self.history, rtx=rtx)
         if red_pt is not None and self.kind == "audio":
             self.red = RedEncoder(red_pt)
+
+    def red_passthrough(self, out: bytes) -> bytes:
+        """`out` (a publisher's Opus RED packet, forwarded under this viewer's Opus PT) with
+        the viewer's RED PT, its blocks renumbered when the viewer's Opus PT differs."""
+        enc = self.red
+        assert enc is not None
+        buf = bytearray(out)
+        buf[1] = (buf[1] & 0x80) | enc.red_pt
+        enc.passed_through += 1
+        enc.passthrough_distance = red.set_block_types(buf, rtp.parse_header(out).payload_start,
+                                                       self.payload_type)
+        return bytes(buf)
 
     def resume(self) -> None:
         """The subscriber can receive now: start (again) from a keyframe."""

@@ -54,10 +54,19 @@ class RedEncoder:
         self.media_bytes = 0
         self.overhead_bytes = 0
         self.passed_through = 0
+        # Redundant blocks in the newest publisher RED packet passed through (None: the
+        # node wraps itself), so the distance in use can be reported either way.
+        self.passthrough_distance: int | None = None
 
     @property
     def distance(self) -> int:
         return self._distance
+
+    @property
+    def distance_in_use(self) -> int:
+        """Redundant copies per packet on the wire: the publisher's when passing through."""
+        d = self.passthrough_distance
+        return self._distance if d is None else d
 
     @property
     def loss(self) -> float | None:

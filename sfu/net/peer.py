@@ -27,9 +27,9 @@ from sfu.net.dtls import make_dtls
 from sfu.net.rxstamp import RxStamp
 from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
-from sfu.wire import rtcp, rtx
+from sfu.wire import red, rtcp, rtx
 from sfu.wire.rtcp import RtcpError
-from sfu.wire.rtp import RtpError, iter_extensions, parse_header
+from sfu.wire.rtp import RtpError, RtpHeader, iter_extensions, parse_header
 from sfu.wire.twcc import TransportFeedback, read_transport_seq
 
 if TYPE_CHECKING:
@@ -279,7 +279,10 @@ class Peer:
                     return
                 try:
                     _, plain = rtx.unwrap(
-                        plain, media_ssrc=receiver.ssrc, media_pt=receiver.payload_type
+                        plain, media_ssrc=receiver.ssrc,
+                        media_pt=receiver.red_payload_type
+                        if hdr.payload_type == receiver.red_rtx_payload_type
+                        and receiver.red_payload_type is not None else receiver.payload_type,
                     )
                     hdr = parse_header(plain)
                 except RtpError:
@@ -290,14 +293,17 @@ class Peer:
         kind = receiver.info.kind
         m.packets_in[kind] += 1
         m.bytes_in[kind] += len(data)
-        if hdr.payload_type != receiver.payload_type:
-            m.drop("unknown_payload_type")
-            return
         gen = receiver.nack
         if retransmission and (gen is None or not gen.is_missing(hdr.seq)):
             # RTX the node did not ask for: the publisher's bandwidth probes replay old
             # packets on the RTX stream. Forwarding them would only duplicate.
             m.recovery["rtx_unrequested"] += 1
+            return
+        if hdr.payload_type != receiver.payload_type:
+            if hdr.payload_type == receiver.red_payload_type:
+                self._on_red(receiver, plain, hdr, retransmission, now)
+            else:
+                m.drop("unknown_payload_type")
             return
         key = receiver.on_rtp(plain, hdr, now)
         if retransmission:
@@ -311,14 +317,33 @@ class Peer:
             at = gen.get_timer()
             if at is not None and (self._nack_at is None or at < self._nack_at):
                 self._arm_nack(at)
+        self._fan_out(receiver, kind, plain, hdr, key, now)
+
+    def _fan_out(self, receiver: Receiver, kind: str, plain: bytes, hdr: RtpHeader, key: bool,
+                 now: float, red_in: bool = False) -> None:
+        """Send one plain media packet (or, `red_in`, a publisher's Opus RED packet) to every
+        down-track of `receiver`."""
+        m = self.node.metrics
         sock = self.node.sock
         if sock is None:
             return
+        primary: tuple[bytes, RtpHeader] | None = None
         # The per-viewer steps are spelled out here rather than layered through helper
         # calls: this loop runs once per packet per viewer and dominates the node's CPU.
         sent = sent_bytes = 0
         for dt in receiver.downtracks:
-            out = dt.forward(plain, hdr, key, now)
+            if red_in and dt.red is None:
+                # A viewer without RED gets the publisher's primary (newest) Opus payload.
+                if primary is None:
+                    try:
+                        p = red.primary_packet(plain, hdr)
+                        primary = (p, parse_header(p))
+                    except RtpError:
+                        m.drop("rtp_malformed")
+                        return
+                out = dt.forward(primary[0], primary[1], key, now)
+            else:
+                out = dt.forward(plain, hdr, key, now)
             if out is None:
                 continue
             sink = dt.sink
@@ -329,12 +354,19 @@ class Peer:
                     continue
                 m.drop("not_connected")
                 continue
+            fec = dt.fec
+            extra = None
+            if fec is not None:
+                # Video to a viewer that negotiated red+ulpfec: RED always, FEC per policy;
+                # the FEC protects the plain packet, as the viewer sees it after RED.
+                extra = fec.on_packet(out, now)
+                out = fec.wrap(out)
             if dt.history is not None:
                 # Kept by outgoing seq so the viewer's NACKs can be answered.
                 dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)
                 dt.responder.on_media(len(out), now)
             elif dt.red is not None:
-                out = dt.red.encode(out, now)
+                out = dt.red_passthrough(out) if red_in else dt.red.encode(out, now)
             enc = tx.protect(out)
             try:
                 sock.sendto(enc, sink.addr)
@@ -346,9 +378,65 @@ class Peer:
                 continue
             sent += 1
             sent_bytes += len(enc)
+            if extra:
+                for f in extra:
+                    if dt.history is not None:
+                        dt.history.push((f[2] << 8) | f[3], f, now)
+                    sink.send_rtp(f, "fec")
+                m.recovery["fec_sent"] += len(extra)
         if sent:
             m.packets_out[kind] += sent
             m.bytes_out[kind] += sent_bytes
+
+    def _on_red(self, receiver: Receiver, plain: bytes, hdr: RtpHeader, retransmission: bool,
+                now: float) -> None:
+        """A publisher's RED packet: Opus RED is passed on (stripped for viewers without
+        RED); video RED is unwrapped, ULPFEC in it rebuilds lost packets, and the plain
+        packets are forwarded (viewers get the node's own RED/FEC, not the publisher's)."""
+        m = self.node.metrics
+        kind = receiver.info.kind
+        if not receiver.is_video:
+            receiver.on_rtp(plain, hdr, now)
+            self._fan_out(receiver, kind, plain, hdr, False, now, red_in=True)
+            return
+        receiver.account(hdr, len(plain), now)
+        ulpfec_pt = receiver.ulpfec_payload_type
+        start = hdr.payload_start
+        is_fec = (hdr.payload_end > start and not plain[start] & 0x80
+                  and plain[start] == ulpfec_pt)
+        try:
+            outs = receiver.fec_decoder(hdr.ssrc).on_red(plain, ulpfec_pt or -1, now)
+        except RtpError:  # RedError, FecError
+            m.drop("rtp_malformed")
+            return
+        if is_fec:
+            m.recovery["fec_in"] += 1
+            if not retransmission:
+                # Its seq carries nothing for viewers: close the gap it leaves in theirs.
+                for dt in receiver.downtracks:
+                    dt.munger.drop(hdr.seq)
+        gen = receiver.nack
+        first = not is_fec
+        key_wire = False
+        for pkt in outs:
+            ph = parse_header(pkt)
+            recovered = not first
+            key = receiver.inspect(pkt, ph, now) and not (recovered or retransmission)
+            if first:
+                key_wire = key
+                first = False
+            else:
+                m.recovery["fec_recovered"] += 1
+                if gen is not None:
+                    gen.on_packet(ph.seq, now, is_retransmission=True)
+            if key and receiver.pending:
+                receiver.promote_pending(now)
+            self._fan_out(receiver, kind, pkt, ph, key, now)
+        if gen is not None:
+            gen.on_packet(hdr.seq, now, is_keyframe=key_wire, is_retransmission=retransmission)
+            at = gen.get_timer()
+            if at is not None and (self._nack_at is None or at < self._nack_at):
+                self._arm_nack(at)
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
         """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT.
@@ -369,11 +457,11 @@ class Peer:
             if self.rrid_ext_id in elements and rid is None:
                 rrid = elements[self.rrid_ext_id].decode("ascii", "replace")
                 layer = self._layer_by_rid(mid, rrid)
-                if layer is not None and layer.rtx_payload_type == hdr.payload_type:
+                if layer is not None and layer.is_rtx_payload_type(hdr.payload_type):
                     self.add_rtx_ssrc(hdr.ssrc, layer)
                     return layer
         if rid is None and mid is None:
-            owners = [r for r in self.receivers if r.rtx_payload_type == hdr.payload_type
+            owners = [r for r in self.receivers if r.is_rtx_payload_type(hdr.payload_type)
                       and r.rtx_ssrc is None and not r.simulcast]
             if len(owners) == 1 and owners[0].ssrc != hdr.ssrc:
                 self.add_rtx_ssrc(hdr.ssrc, owners[0])
@@ -391,7 +479,8 @@ class Peer:
         if receiver is None and rid is None:
             candidates = [
                 r for r in self.receivers
-                if r.ssrc is None and r.payload_type == hdr.payload_type and not r.simulcast
+                if r.ssrc is None and not r.simulcast
+                and hdr.payload_type in (r.payload_type, r.red_payload_type)
             ]
             if len(candidates) == 1:
                 receiver = candidates[0]
@@ -515,11 +604,19 @@ class Peer:
             dt.rtt = rtt
             if dt.responder is not None:
                 dt.responder.set_rtt(rtt)
-        loss = block.fraction_lost / 256
+        loss = dt.loss = block.fraction_lost / 256
         if dt.responder is not None:
             dt.responder.set_loss(loss, now)
         if dt.red is not None:
             dt.red.set_loss(loss, now)
+        fec = dt.fec
+        if fec is not None:
+            if rtt is not None:
+                fec.set_rtt(rtt)
+            before = fec.protection
+            fec.set_loss(loss, now)
+            if (fec.protection > 0) != (before > 0):
+                self.node.metrics.recovery["fec_on" if fec.protection > 0 else "fec_off"] += 1
         if self.bwe is not None:
             self.bwe.on_report(loss, rtt, now)
         self.node.metrics.viewer_loss[dt.kind] = loss
