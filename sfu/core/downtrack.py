@@ -34,6 +34,7 @@ MAX_TEMPORAL = 3  # VP8 TID is two bits: 3 means "every temporal layer"
 SRTP_OVERHEAD = 10  # the SRTP auth tag added after forward (bytes the estimator counts)
 
 _fixed_header = struct.Struct("!BBHII").pack
+_FILL = b"\x00\x00\x00\x04"  # RTP padding: three zero bytes and the count
 
 
 class DownTrack:
@@ -148,6 +149,21 @@ class DownTrack:
             self.responder = NackResponder(self.history, rtx=rtx)
         if red_pt is not None and self.kind == "audio":
             self.red = RedEncoder(red_pt)
+
+    def skip(self, seq: int, ts: int, now: float) -> bytes | None:
+        """Incoming `seq` carries nothing for this viewer (the publisher's FEC, received or
+        known lost). Ahead of what was sent its slot is closed (None); behind it, the slot
+        is already part of the viewer's sequence, so the packet to send there instead: a
+        padding-only one (4 bytes), which receivers take as "nothing missing here"."""
+        m = self.munger
+        if (self.paused or self.allocator_paused or self.awaiting_keyframe
+                or not m.has_source or m.ahead(seq)):
+            m.drop(seq)
+            return None
+        out = m.rewrite(seq, ts, now)
+        if out is None:
+            return None
+        return _fixed_header(0xA0, self.payload_type, out[0], out[1], self.ssrc) + _FILL
 
     def red_passthrough(self, out: bytes) -> bytes:
         """`out` (a publisher's Opus RED packet, forwarded under this viewer's Opus PT) with

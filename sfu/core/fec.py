@@ -24,6 +24,16 @@ Decoder: keeps recent media packets of one SSRC and the FEC packets that could n
 yet; whenever exactly one packet of an FEC packet's set is missing, it rebuilds it. Feeds:
 plain media packets, FlexFEC packets, or (what Chromium publishers send with red+ulpfec)
 RED packets carrying either media or ULPFEC.
+
+FecGaps: a publisher's ULPFEC packets take seqs in its media stream, which the node does not
+forward (viewers get plain media or the node's own FEC), so each one's seq is closed in every
+viewer's stream. A LOST one would leave a hole that viewers NACK forever and that the
+publisher never retransmits (libwebrtc keeps no FEC in its retransmission history), so the
+node would NACK it until it gives up and asks for a key frame. FecGaps tells which missing
+seqs can only have been FEC: those between the end of a frame and either an FEC packet that
+does not protect them or the start of the very next frame (VP8 picture ID + 1). Ahead of
+what viewers were sent such a seq is closed; behind it, viewers get a padding-only packet
+in its slot, so no hole is left for them to wait on.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sfu.wire import flexfec, red, ulpfec
 from sfu.wire.rtp import build_packet, parse_header
@@ -197,12 +208,14 @@ class FecDecoder:
         self._history = history
         self._pending: deque[FecPacket] = deque()
         self._max_pending = max_pending
+        self._resent: set[int] = set()  # seqs that came as RTX only: known, not for XOR
+        self._resent_order: deque[int] = deque()
         self.recovered = 0
         self.fec_received = 0
         self.fec_useless = 0
 
     def on_media(self, data: bytes, now: float) -> list[bytes]:
-        """A media packet arrived (plain RTP, or unwrapped RTX); packets it lets FEC rebuild."""
+        """A media packet arrived (plain RTP, as sent); packets it lets FEC rebuild."""
         seq = parse_header(data).seq
         if seq in self._have:
             return []
@@ -225,9 +238,15 @@ class FecDecoder:
             return []
         return self.on_fec(fec, now)
 
-    def on_red(self, data: bytes, ulpfec_pt: int, now: float) -> list[bytes]:
+    def on_red(self, data: bytes, ulpfec_pt: int, now: float,
+               retransmission: bool = False) -> list[bytes]:
         """A RED packet from a publisher using red+ulpfec: the plain media packets to forward
-        (the unwrapped primary, if media, then anything rebuilt)."""
+        (the unwrapped primary, if media and new, then anything rebuilt).
+
+        A `retransmission` (unwrapped RTX) is passed on but never used for FEC: its header
+        extensions may differ from the original's the FEC was computed over (libwebrtc
+        gives RTX its own transport-wide seq, for one), which would corrupt any packet
+        rebuilt with it."""
         hdr = parse_header(data)
         blocks = red.unwrap(data, hdr)
         pt, _, payload = blocks[-1]
@@ -235,8 +254,14 @@ class FecDecoder:
             return self.on_fec(ulpfec.decode(payload), now)
         plain = red.primary_packet(data, hdr)
         seq = hdr.seq
-        if seq in self._have:
+        if seq in self._have or seq in self._resent:
             return []
+        if retransmission:
+            self._resent.add(seq)
+            self._resent_order.append(seq)
+            if len(self._resent_order) > self._history:
+                self._resent.discard(self._resent_order.popleft())
+            return [plain, *self._drain()]
         self._store(seq, plain)
         return [plain, *self._drain()]
 
@@ -253,9 +278,13 @@ class FecDecoder:
             progress = False
             keep: deque[FecPacket] = deque()
             for fec in self._pending:
-                missing = sum(1 for s in fec.seqs if s not in self._have)
+                absent = [s for s in fec.seqs if s not in self._have]
+                missing = sum(1 for s in absent if s not in self._resent)
                 if missing == 0:
                     continue  # nothing left to repair: done with it
+                if len(absent) > 1:
+                    keep.append(fec)  # an RTX copy cannot stand in for its original here
+                    continue
                 if missing == 1:
                     got = ulpfec.recover(fec, self._have, self.media_ssrc)
                     if got is not None:
@@ -268,3 +297,131 @@ class FecDecoder:
                 keep.append(fec)
             self._pending = keep
         return out
+
+
+@dataclass(slots=True)
+class _Seen:
+    fec: frozenset[int] | None  # protected seqs of an FEC packet; None for media
+    marker: bool
+    begins_frame: bool
+    picture_id: int | None
+    picture_id_bits: int
+    timestamp: int
+
+
+class FecGaps:
+    """Finds the seqs of lost FEC packets in a RED+ULPFEC publisher's stream.
+
+    Every packet, in any order (late retransmissions and FEC-rebuilt packets too), goes to
+    `on_packet`; each call returns the (seq, timestamp of the packet before) of missing
+    seqs that can now only have been FEC, each once. A run of missing seqs qualifies when
+    the known packet before it ends a frame (a marker, or FEC packets back to a marker) and
+    the known packet after it is an FEC packet that protects none of the run, or starts
+    the frame right after that one (VP8 picture ID + 1). Counter: `closed`.
+    """
+
+    def __init__(self, window: int = 128, max_gap: int = 16) -> None:
+        self.window = window
+        self.max_gap = max_gap
+        self._seen: dict[int, _Seen] = {}
+        self._closed: set[int] = set()
+        self._highest: int | None = None
+        self.closed = 0
+
+    def on_packet(self, seq: int, timestamp: int, *, fec: FecPacket | None = None,
+                  marker: bool = False, begins_frame: bool = False,
+                  picture_id: int | None = None,
+                  picture_id_bits: int = 15) -> list[tuple[int, int]]:
+        h = self._highest
+        if h is not None and (h - seq) & 0xFFFF < 0x8000 and (h - seq) & 0xFFFF >= self.window:
+            return []  # older than the window
+        if seq in self._seen:
+            return []
+        self._seen[seq] = _Seen(frozenset(fec.seqs) if fec is not None else None, marker,
+                                begins_frame, picture_id, picture_id_bits, timestamp)
+        if h is None or 0 < (seq - h) & 0xFFFF < 0x8000:
+            self._highest = seq
+            self._forget(seq)
+        out = self._run_before(seq) + self._run_after(seq)
+        self.closed += len(out)
+        return out
+
+    def _known(self, seq: int) -> bool:
+        return seq in self._seen or seq in self._closed
+
+    def _run_before(self, seq: int) -> list[tuple[int, int]]:
+        """The missing run just before `seq`, if it qualifies."""
+        run = []
+        s = (seq - 1) & 0xFFFF
+        while not self._known(s):
+            run.append(s)
+            if len(run) > self.max_gap:
+                return []
+            s = (s - 1) & 0xFFFF
+        if not run or s not in self._seen:
+            return []
+        return self._judge(s, sorted(run, key=lambda x: (x - s) & 0xFFFF), seq)
+
+    def _run_after(self, seq: int) -> list[tuple[int, int]]:
+        """The missing run after `seq` and the FEC packets that follow it: a late packet
+        may have completed the frame end that run needed."""
+        h = self._highest
+        if h is None or seq == h or (h - seq) & 0xFFFF >= 0x8000:
+            return []
+        s = seq
+        for _ in range(self.max_gap):  # over known FEC (or closed) seqs to the first hole
+            nxt = (s + 1) & 0xFFFF
+            e = self._seen.get(nxt)
+            if nxt in self._closed or (e is not None and e.fec is not None):
+                s = nxt
+                continue
+            break
+        left = s
+        if left not in self._seen:
+            return []
+        run = []
+        s = (left + 1) & 0xFFFF
+        while not self._known(s):
+            run.append(s)
+            if len(run) > self.max_gap or s == h:
+                return []
+            s = (s + 1) & 0xFFFF
+        if not run or s not in self._seen:
+            return []
+        return self._judge(left, run, s)
+
+    def _judge(self, left: int, run: list[int], right: int) -> list[tuple[int, int]]:
+        end = self._frame_end(left)
+        if end is None:
+            return []
+        r = self._seen[right]
+        if r.fec is not None:
+            ok = not r.fec.intersection(run)
+        else:
+            ok = (r.begins_frame and r.picture_id is not None and end.picture_id is not None
+                  and (r.picture_id - end.picture_id) % (1 << r.picture_id_bits) == 1)
+        if not ok:
+            return []
+        ts = end.timestamp
+        self._closed.update(run)
+        return [(s, ts) for s in run]
+
+    def _frame_end(self, seq: int) -> _Seen | None:
+        """The media packet ending a frame at `seq` or before it with only FEC (received
+        or closed) in between, else None."""
+        for _ in range(self.max_gap + 1):
+            e = self._seen.get(seq)
+            if e is None:
+                if seq not in self._closed:
+                    return None
+            elif e.fec is None:
+                return e if e.marker else None
+            seq = (seq - 1) & 0xFFFF
+        return None
+
+    def _forget(self, newest: int) -> None:
+        if len(self._seen) + len(self._closed) <= 2 * self.window:
+            return
+        keep = lambda s: (newest - s) & 0xFFFF < self.window  # noqa: E731
+        self._seen = {s: e for s, e in self._seen.items() if keep(s)}
+        self._closed = {s for s in self._closed if keep(s)}

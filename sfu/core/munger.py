@@ -152,6 +152,11 @@ class RtpMunger:
         self._last_out_ext = ext + self._offset
         self._prune()
 
+    def ahead(self, seq: int) -> bool:
+        """True when incoming `seq` is newer than every seq seen of the current source (a
+        `drop` of it closes its slot instead of leaving a hole)."""
+        return self._in_source and self._extend(seq) > self._highest_ext
+
     def insert(self, count: int) -> int | None:
         """Take `count` outgoing slots right after the newest one for packets of the node's
         own (FEC); returns the first slot's seq, or None before the source's first packet.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sfu.core.fec import FecDecoder
+from sfu.core.fec import FecDecoder, FecGaps
 from sfu.core.keyframe import KeyframeRequester
 from sfu.core.nack import NackGenerator, UpstreamNackAggregator
 from sfu.core.rtpstats import ReceiveStats
@@ -92,6 +92,7 @@ class Receiver:
         self.ulpfec_payload_type: int | None = None
         self.red_rtx_payload_type: int | None = None
         self.fec: FecDecoder | None = None
+        self.fec_gaps = FecGaps()
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
         self.codec_name = info.codec.name

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from sfu.core.fec import FecDecoder, FecEncoder, UlpfecEncoder
+from sfu.core.fec import FecDecoder, FecEncoder, FecGaps, UlpfecEncoder
 from sfu.core.munger import RtpMunger
 from sfu.wire import red, ulpfec
 from sfu.wire.rtp import build_packet, parse_header
@@ -182,3 +182,74 @@ def test_ulpfec_without_room_sends_no_fec_and_off_means_red_only() -> None:
     with pytest.raises(ValueError):
         UlpfecEncoder(media_ssrc=SSRC, red_pt=116, ulpfec_pt=117, reserve=lambda n: 0,
                       max_group=49)
+
+
+def test_fec_gaps_closes_only_seqs_that_can_only_have_been_fec() -> None:
+    g = FecGaps()
+    fec_of = ulpfec.xor(frame(10, 2, 0), [10, 11])
+    assert g.on_packet(10, 90, picture_id=5) == []
+    assert g.on_packet(11, 90, marker=True, picture_id=5) == []  # frame 5 ends
+    # 12 (its FEC) lost, 13 is the next FEC packet and protects none of the gap.
+    assert g.on_packet(13, 0, fec=fec_of) == [(12, 90)]
+    # 14 and 15 lost, 16 starts frame 6: nothing else fits in between.
+    assert g.on_packet(16, 180, begins_frame=True, picture_id=6) == [(14, 90), (15, 90)]
+    assert g.on_packet(17, 180, marker=True, picture_id=6) == []
+    # A gap before a frame that is not the next one may have held a whole frame: kept.
+    assert g.on_packet(20, 360, begins_frame=True, picture_id=8) == []
+    # A gap inside a frame is media.
+    assert g.on_packet(23, 360, marker=True, picture_id=8) == []
+    # A gap the FEC packet protects is media (the frame's last packets), not FEC.
+    assert g.on_packet(26, 0, fec=ulpfec.xor(frame(24, 2, 0), [24, 25])) == []
+    assert g.on_packet(26, 0) == []  # a duplicate changes nothing
+    assert g.closed == 3
+
+
+def test_fec_gaps_decides_when_a_late_packet_fills_the_left_edge() -> None:
+    g = FecGaps()
+    g.on_packet(30, 90, begins_frame=True, picture_id=1)
+    # 31 (the frame's last packet) and 32 (its FEC) lost, 33 the frame's second FEC.
+    assert g.on_packet(33, 0, fec=ulpfec.xor(frame(30, 2, 0), [30, 31])) == []
+    # 31 comes back (rebuilt, or a retransmission): 32 can only have been FEC.
+    assert g.on_packet(31, 90, marker=True, picture_id=1) == [(32, 90)]
+    # 34 and 35 lost, then the next frame starts: only FEC fits in between.
+    assert g.on_packet(36, 180, begins_frame=True, picture_id=2) == [(34, 90), (35, 90)]
+    assert g.on_packet(35, 0, fec=ulpfec.xor(frame(30, 2, 0), [30, 31])) == []  # known now
+
+
+def test_fec_gaps_a_late_frame_end_decides_a_run_behind_fec_packets() -> None:
+    # The pacer sends FEC after newer media: [frame 1 .. 41 lost][FEC 42][lost 43][frame 2].
+    g = FecGaps()
+    g.on_packet(40, 90, begins_frame=True, picture_id=1)
+    g.on_packet(42, 0, fec=ulpfec.xor(frame(38, 2, 0), [38, 39]))
+    assert g.on_packet(44, 180, begins_frame=True, picture_id=2) == []  # 41 unknown yet
+    assert g.on_packet(41, 90, marker=True, picture_id=1) == [(43, 90)]
+
+
+def test_fec_gaps_picture_id_wraps_and_old_packets_are_ignored() -> None:
+    g = FecGaps(window=64)
+    g.on_packet(65_535, 0, marker=True, picture_id=0x7FFF)
+    assert g.on_packet(1, 0, begins_frame=True, picture_id=0) == [(0, 0)]
+    g.on_packet(2, 0, marker=True, picture_id=127, picture_id_bits=7)
+    assert g.on_packet(4, 0, begins_frame=True, picture_id=0, picture_id_bits=7) == [(3, 0)]
+    for s in range(5, 400):
+        g.on_packet(s, 0)
+    assert g.on_packet(200, 0, marker=True) == []  # behind the window
+    assert len(g._seen) + len(g._closed) <= 2 * 64 + 1
+
+
+def test_decoder_never_xors_an_rtx_copy_whose_extensions_differ() -> None:
+    pkts = frame(60, 3, 0)
+    fec_pkt = build_packet(payload_type=116, seq=63, timestamp=0, ssrc=SSRC,
+                           payload=red.encode(117, ulpfec.encode(ulpfec.xor(pkts, [60, 61, 62]))))
+    wrapped = [red.wrap(p, parse_header(p), 116) for p in pkts]
+    # The retransmission of 60 carries an extension the original (and the FEC) did not.
+    h0 = parse_header(pkts[0])
+    resent = build_packet(payload_type=96, seq=60, timestamp=0, ssrc=SSRC,
+                          extensions=[(3, b"\x01\x02")], payload=pkts[0][h0.payload_start:])
+    d = FecDecoder(SSRC)
+    assert d.on_red(red.wrap(resent, parse_header(resent), 116), 117, 0.0,
+                    retransmission=True) == [resent]
+    assert d.on_red(wrapped[0], 117, 0.0) == []  # the original, late: already passed on
+    assert d.on_red(fec_pkt, 117, 0.0) == []  # 61 and 62 missing, 60 only as RTX: no guess
+    assert d.on_red(wrapped[2], 117, 0.0) == [pkts[2]]
+    assert d.recovered == 0
