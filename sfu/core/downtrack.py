@@ -136,8 +136,10 @@ class DownTrack:
         self.history = self.responder = self.red = self.fec = None
         if fec is not None and self.kind == "video":
             red_video, ulpfec_pt, red_rtx = fec
+            # Without NACK nothing else repairs a loss: FEC from the first few percent.
             self.fec = UlpfecEncoder(media_ssrc=self.ssrc, red_pt=red_video,
-                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert)
+                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert,
+                                     **({} if nack else {"rtt_threshold": 0.0}))
             if self.rtt is not None:
                 self.fec.set_rtt(self.rtt)
             rtx_pt = red_rtx

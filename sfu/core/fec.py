@@ -75,6 +75,7 @@ class FecEncoder:
         self.max_group = max_group
         self.smoothing = smoothing
         self._loss: float | None = None
+        self._loss_at = 0.0
         self._group: list[bytes] = []
         self._group_seqs: list[int] = []
         self.media_packets = 0
@@ -88,13 +89,19 @@ class FecEncoder:
 
     def set_loss(self, fraction: float, now: float) -> None:
         """Loss from the viewer's receiver report (fraction_lost / 256); rises at once,
-        falls slowly, as in sfu.core.redundancy."""
+        falls slowly: by `smoothing` of the difference per second since the last report,
+        not per report, because Chromium sends a report with every NACK, over a few
+        packets each, and a run of lossless ones would otherwise switch FEC off within a
+        fraction of a second on a link that keeps losing 10 %."""
         fraction = min(1.0, max(0.0, fraction))
         prev = self._loss
         if prev is None or fraction >= prev:
             self._loss = fraction
         else:
-            self._loss = prev + self.smoothing * (fraction - prev)
+            elapsed = min(1.0, max(0.0, now - self._loss_at))
+            weight = 1.0 - (1.0 - self.smoothing) ** elapsed
+            self._loss = prev + weight * (fraction - prev)
+        self._loss_at = now
 
     @property
     def loss(self) -> float | None:

@@ -36,8 +36,12 @@ def test_fec_is_off_while_nack_suffices() -> None:
     assert e.protection == pytest.approx(0.4)
     e.set_loss(0.9, 2.0)
     assert e.protection == 1.0
-    e.set_loss(0.01, 3.0)  # falls slowly (EWMA 0.3)
+    e.set_loss(0.01, 3.0)  # falls slowly (EWMA 0.3 per second)
     assert e.loss == pytest.approx(0.9 + 0.3 * (0.01 - 0.9))
+    high = e.loss
+    for i in range(1, 11):  # ten lossless reports in 0.1 s (Chromium: one per NACK)
+        e.set_loss(0.0, 3.0 + i / 100)
+    assert e.loss == pytest.approx(high * 0.7 ** 0.1)
     for t in range(4, 20):
         e.set_loss(0.0, float(t))
     assert e.protection == 0.0
