@@ -138,8 +138,9 @@ class DownTrack:
             red_video, ulpfec_pt, red_rtx = fec
             # Without NACK nothing else repairs a loss: FEC from the first few percent.
             self.fec = UlpfecEncoder(media_ssrc=self.ssrc, red_pt=red_video,
-                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert,
-                                     **({} if nack else {"rtt_threshold": 0.0}))
+                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert)
+            if not nack:
+                self.fec.rtt_threshold = 0.0
             if self.rtt is not None:
                 self.fec.set_rtt(self.rtt)
             rtx_pt = red_rtx

@@ -13,6 +13,7 @@ from typing import Any
 from sfu.core.fec import FecDecoder, FecGaps
 from sfu.core.keyframe import KeyframeRequester
 from sfu.core.nack import NackGenerator, UpstreamNackAggregator
+from sfu.core.redundancy import RedRecovery
 from sfu.core.rtpstats import ReceiveStats
 from sfu.sdp import Codec, Extmap
 from sfu.wire.codec import VP8, is_keyframe
@@ -92,6 +93,7 @@ class Receiver:
         self.ulpfec_payload_type: int | None = None
         self.red_rtx_payload_type: int | None = None
         self.fec: FecDecoder | None = None
+        self.red_recovery: RedRecovery | None = None
         self.fec_gaps = FecGaps()
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
@@ -150,6 +152,8 @@ class Receiver:
         self.red_payload_type = red_pt
         self.ulpfec_payload_type = ulpfec_pt
         self.red_rtx_payload_type = red_rtx_pt
+        if not self.is_video:
+            self.red_recovery = RedRecovery()
 
     def fec_decoder(self, ssrc: int) -> FecDecoder:
         """The ULPFEC decoder of this stream (made on its first RED packet: the SSRC may be

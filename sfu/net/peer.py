@@ -27,7 +27,7 @@ from sfu.net.dtls import make_dtls
 from sfu.net.rxstamp import RxStamp
 from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
-from sfu.wire import red, rtcp, rtx, ulpfec
+from sfu.wire import rtcp, rtx, ulpfec
 from sfu.wire.rtcp import RtcpError
 from sfu.wire.rtp import RtpError, RtpHeader, iter_extensions, parse_header
 from sfu.wire.twcc import TransportFeedback, read_transport_seq
@@ -321,30 +321,22 @@ class Peer:
         self._fan_out(receiver, kind, plain, hdr, key, now)
 
     def _fan_out(self, receiver: Receiver, kind: str, plain: bytes, hdr: RtpHeader, key: bool,
-                 now: float, red_in: bool = False) -> None:
-        """Send one plain media packet (or, `red_in`, a publisher's Opus RED packet) to every
-        down-track of `receiver`."""
+                 now: float, red_mode: int = 0) -> None:
+        """Send one media packet to the down-tracks of `receiver`: all of them (mode 0),
+        or for a publisher's Opus RED stream, the RED packet to viewers with RED (1) or a
+        plain Opus packet made from it to viewers without (2)."""
         m = self.node.metrics
         sock = self.node.sock
         if sock is None:
             return
-        primary: tuple[bytes, RtpHeader] | None = None
+        red_in = red_mode == 1
         # The per-viewer steps are spelled out here rather than layered through helper
         # calls: this loop runs once per packet per viewer and dominates the node's CPU.
         sent = sent_bytes = 0
         for dt in receiver.downtracks:
-            if red_in and dt.red is None:
-                # A viewer without RED gets the publisher's primary (newest) Opus payload.
-                if primary is None:
-                    try:
-                        p = red.primary_packet(plain, hdr)
-                        primary = (p, parse_header(p))
-                    except RtpError:
-                        m.drop("rtp_malformed")
-                        return
-                out = dt.forward(primary[0], primary[1], key, now)
-            else:
-                out = dt.forward(plain, hdr, key, now)
+            if red_mode and (dt.red is None) == red_in:
+                continue
+            out = dt.forward(plain, hdr, key, now)
             if out is None:
                 continue
             sink = dt.sink
@@ -396,9 +388,22 @@ class Peer:
         packets are forwarded (viewers get the node's own RED/FEC, not the publisher's)."""
         m = self.node.metrics
         kind = receiver.info.kind
-        if not receiver.is_video:
+        rec = receiver.red_recovery
+        if rec is not None:  # Opus in RED
+            m.recovery["red_in"] += 1
             receiver.on_rtp(plain, hdr, now)
-            self._fan_out(receiver, kind, plain, hdr, False, now, red_in=True)
+            try:
+                plains = rec.on_packet(plain, hdr)
+            except RtpError:  # RedError
+                m.drop("rtp_malformed")
+                return
+            for p in plains:
+                ph = parse_header(p)
+                if ph.seq != hdr.seq:
+                    m.recovery["red_recovered"] += 1
+                self._fan_out(receiver, kind, p, ph, False, now, red_mode=2)
+            if plains and parse_header(plains[-1]).seq == hdr.seq:
+                self._fan_out(receiver, kind, plain, hdr, False, now, red_mode=1)
             return
         receiver.account(hdr, len(plain), now)
         start, end = hdr.payload_start, hdr.payload_end

@@ -237,6 +237,7 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
     node: Any, mint: Mint, chromium: Any, pages_url: str
 ) -> None:
     node.settings.publish_fec = True
+    node.settings.publish_red = True
     room = "fec-publisher"
     clean, lossy = _links(seed=51)
     proxy = ImpairmentProxy(("127.0.0.1", node.udp_port), uplink=lossy, downlink=clean)
@@ -247,8 +248,8 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
         stack.push_async_callback(context.close)
         page = await context.new_page()
         log = PageLog(page, "publish_proxy.html")
-        await page.goto(page_url(pages_url, "publish_proxy.html", audio="0",
-                                 width=str(WIDTH * 2), height=str(HEIGHT * 2)))
+        await page.goto(page_url(pages_url, "publish_proxy.html",
+                                 width=str(WIDTH), height=str(HEIGHT)))
         offer = await asyncio.wait_for(page.evaluate("makeOffer()"), 10)
         token = mint(room, "chrome-pub", ["publish"])
         _, answer = await _post(node.http_url, "whip", room, token, offer)
@@ -256,14 +257,18 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
         await wait_page_status(page, "connected", timeout=CONNECT_TIMEOUT, log=log)
         negotiated = _video_fec(answer)
         assert negotiated == {"red": True, "ulpfec": True, "red_rtx": True}, answer
+        audio = answer.split("m=audio", 1)[1].split("\nm=", 1)[0]
+        # Opus RED answered ahead of Opus: the order libwebrtc needs to send RED.
+        assert re.search(r"^m=audio \d+ \S+ (\d+) ", "m=audio" + audio, re.M), answer
+        assert re.search(r"^a=rtpmap:\d+ red/48000/2\r?$", audio, re.M), answer
 
-        player = await whep_play(node.http_url, room, mint(room, "viewer", ["subscribe"]),
-                                 audio=False)
+        # An aiortc viewer negotiates neither RED: plain Opus and plain VP8 for it.
+        player = await whep_play(node.http_url, room, mint(room, "viewer", ["subscribe"]))
         stack.push_async_callback(player.close)
         await player.wait_connected(CONNECT_TIMEOUT)
         await player.wait_for_frames(video=1, timeout=FIRST_FRAME_TIMEOUT)
         rec0, lost0 = _recovery(node), proxy.uplink_stats.dropped_loss
-        frames0 = player.video_frames
+        frames0, audio0 = player.video_frames, player.audio_frames
         await asyncio.sleep(WINDOW)
         rec = _delta(_recovery(node), rec0)
         lost = proxy.uplink_stats.dropped_loss - lost0
@@ -271,6 +276,7 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
         figures = {
             "window_s": WINDOW, "uplink_dropped_by_proxy": lost,
             "viewer_frames_decoded": player.video_frames - frames0,
+            "viewer_audio_frames": player.audio_frames - audio0,
             "node_recovery": rec, "negotiated": negotiated, "publisher": outbound,
             "viewer_errors": repr(player.errors),
         }
@@ -280,4 +286,7 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
         assert rec.get("fec_in", 0) > 0, (figures, log.tail())  # Chromium sent ULPFEC
         assert rec.get("fec_recovered", 0) > 0, figures  # and the node rebuilt packets
         assert figures["viewer_frames_decoded"] > 0.5 * FPS * WINDOW, figures
+        assert rec.get("red_in", 0) > 0, figures  # Chromium sent Opus in RED
+        # 50 Opus frames a second reach the viewer, its RED stripped (a few lost upstream).
+        assert figures["viewer_audio_frames"] > 0.7 * 50 * WINDOW, figures
         assert player.errors == []
