@@ -166,6 +166,7 @@ class DownTrack:
         out = m.rewrite(seq, ts, now)
         if out is None:
             return None
+        m.drop(seq)  # the slot is taken: nothing else may go out with it
         return _fixed_header(0xA0, self.payload_type, out[0], out[1], self.ssrc) + _FILL
 
     def red_passthrough(self, out: bytes) -> bytes:
