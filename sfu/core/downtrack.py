@@ -130,25 +130,28 @@ class DownTrack:
         """Set up NACK answering (RTX when negotiated), Opus RED, and video FEC (`fec`: the
         viewer's RED, ULPFEC and RED-RTX payload types) for the bound codec.
 
-        With video FEC every packet goes out in RED, so History keeps RED packets and a
-        retransmission goes out on the RTX payload type whose apt is RED, as libwebrtc does.
+        With video FEC a packet goes out in RED while FEC protects it (libwebrtc's FEC
+        decoder sees only packets that came in RED) and plain otherwise, which costs a clean
+        link nothing; History keeps what was sent, and a retransmission of a RED packet goes
+        out on the RTX payload type whose apt is RED, as libwebrtc sends it.
         """
         self.history = self.responder = self.red = self.fec = None
+        red_video = red_rtx = None
         if fec is not None and self.kind == "video":
             red_video, ulpfec_pt, red_rtx = fec
-            # Without NACK nothing else repairs a loss: FEC from the first few percent.
             self.fec = UlpfecEncoder(media_ssrc=self.ssrc, red_pt=red_video,
                                      ulpfec_pt=ulpfec_pt, reserve=self.munger.insert)
-            if not nack:
-                self.fec.rtt_threshold = 0.0
             if self.rtt is not None:
                 self.fec.set_rtt(self.rtt)
-            rtx_pt = red_rtx
+            if not nack:
+                # Without NACK nothing else repairs a loss: FEC from the first few percent.
+                self.fec.rtt_threshold = 0.0
         if nack and self.kind == "video":
             self.history = History()
             rtx = None
             if rtx_pt is not None and self.rtx_ssrc is not None:
-                rtx = RtxConfig(self.rtx_ssrc, rtx_pt, random.randrange(1 << 16))
+                rtx = RtxConfig(self.rtx_ssrc, rtx_pt, random.randrange(1 << 16),
+                                red_payload_type=red_video, red_rtx_payload_type=red_rtx)
             self.responder = NackResponder(self.history, rtx=rtx)
         if red_pt is not None and self.kind == "audio":
             self.red = RedEncoder(red_pt)

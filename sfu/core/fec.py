@@ -15,8 +15,9 @@ hits different parity packets. Two output formats:
 * `UlpfecEncoder` (the live node): ULPFEC (RFC 5109) inside RED (RFC 2198), what Chromium
   decodes once a viewer negotiates `red/90000` + `ulpfec/90000`. ULPFEC shares the media SSRC
   and seq space, so each group's FEC packets take the seqs right after its last media packet
-  (`reserve`, backed by the down-track's `RtpMunger.insert`), and every media packet goes out
-  RED-wrapped, as libwebrtc sends it, whether FEC is on at the moment or not.
+  (`reserve`, backed by the down-track's `RtpMunger.insert`), and the media packets it
+  protects go out RED-wrapped; with FEC off they go out plain (libwebrtc would wrap them
+  all: RED alone costs a clean link CPU for nothing, see docs/benchmarks.md).
 * `FecEncoder` itself (the simulator): FlexFEC-03 on its own SSRC and seq space
   (`sfu.wire.flexfec`); Chromium's FlexFEC is behind a field trial, so it stays sim-only.
 
@@ -76,6 +77,7 @@ class FecEncoder:
         self.smoothing = smoothing
         self._loss: float | None = None
         self._loss_at = 0.0
+        self.active = False  # the last packet was protected (UlpfecEncoder: sent in RED)
         self._group: list[bytes] = []
         self._group_seqs: list[int] = []
         self.media_packets = 0
@@ -123,6 +125,7 @@ class FecEncoder:
         """Media packet `data` (as sent to the viewer) went out; FEC packets to send now."""
         self.media_packets += 1
         r = self.protection
+        self.active = r > 0.0
         if r <= 0.0:
             self._group.clear()
             self._group_seqs.clear()
@@ -171,7 +174,9 @@ class UlpfecEncoder(FecEncoder):
     """ULPFEC in RED for one viewer's video down-track (the live node), adaptively.
 
     `on_packet` takes the plain media packet as the viewer will see it once RED is removed
-    (its PT, outgoing seq); `wrap` is that packet as it goes on the wire. `reserve(n)` must
+    (its PT, outgoing seq); while `active` (FEC on), `wrap` is that packet as it goes on
+    the wire: libwebrtc's FEC decoder only sees packets that came in RED. With FEC off the
+    packet goes out plain, which the viewer takes as well (it negotiated both types). `reserve(n)` must
     hand out n consecutive media seqs right after the newest one sent (None: no room, the
     group goes unprotected). Same policy and counters as `FecEncoder`.
     """
@@ -190,7 +195,15 @@ class UlpfecEncoder(FecEncoder):
 
     def wrap(self, data: bytes) -> bytes:
         """Media packet `data` as RED with no redundant block (what goes on the wire)."""
-        return red.wrap(data, parse_header(data), self.red_pt)
+        b0 = data[0]
+        if b0 & 0x20:  # padded: rare, the general path
+            return red.wrap(data, parse_header(data), self.red_pt)
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            start += 4 + 4 * ((data[start + 2] << 8) | data[start + 3])
+        b1 = data[1]
+        return b"".join((bytes((b0, (b1 & 0x80) | self.red_pt)), data[2:start],
+                         bytes((b1 & 0x7F,)), data[start:]))
 
     def _emit(self, fecs: list[FecPacket], ts: int) -> list[bytes]:
         first = self._reserve(len(fecs))

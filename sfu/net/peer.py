@@ -350,10 +350,11 @@ class Peer:
             fec = dt.fec
             extra = None
             if fec is not None:
-                # Video to a viewer that negotiated red+ulpfec: RED always, FEC per policy;
-                # the FEC protects the plain packet, as the viewer sees it after RED.
+                # Video to a viewer that negotiated red+ulpfec: FEC per policy, protecting
+                # the plain packet (as the viewer sees it after RED), which then goes in RED.
                 extra = fec.on_packet(out, now)
-                out = fec.wrap(out)
+                if fec.active:
+                    out = fec.wrap(out)
             if dt.history is not None:
                 # Kept by outgoing seq so the viewer's NACKs can be answered.
                 dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)

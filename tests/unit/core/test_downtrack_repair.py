@@ -67,6 +67,19 @@ def test_red_ulpfec_viewer_gets_red_media_fec_after_the_frame_and_rtx_of_red() -
     assert original == sent[0]
 
 
+def test_with_fec_off_media_goes_plain_and_its_retransmission_on_vp8s_rtx() -> None:
+    _, r, dt = _bound_video(VIEWER_VIDEO)
+    assert dt.fec is not None and dt.responder is not None and dt.history is not None
+    got = feed(r, dt, video_packet(500, 9000, key=True), 0.0)
+    assert got is not None
+    plain, h = got
+    assert dt.fec.on_packet(plain, 0.0) == [] and not dt.fec.active  # no loss reported
+    dt.history.push(h.seq, plain, 0.0, 500)
+    answers = dt.responder.on_nack([h.seq], 0.1)
+    assert answers and answers[0].data is not None
+    assert parse_header(answers[0].data).payload_type == 101  # apt=VP8, not RED's RTX
+
+
 def test_viewer_without_ulpfec_gets_plain_vp8() -> None:
     _, _, dt = _bound_video(VIEWER_VIDEO[:2])
     assert dt.fec is None and dt.responder is not None and dt.responder.rtx is not None
