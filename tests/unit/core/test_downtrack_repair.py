@@ -38,7 +38,7 @@ def test_red_ulpfec_viewer_gets_red_media_fec_after_the_frame_and_rtx_of_red() -
     _, r, dt = _bound_video(VIEWER_VIDEO)
     assert dt.fec is not None and dt.responder is not None and dt.history is not None
     assert dt.responder.rtx is not None
-    assert dt.responder.rtx.payload_type == 117
+    assert dt.responder.rtx.payload_type_for(116) == 117
     dt.fec.set_rtt(0.15)
     dt.fec.set_loss(0.2, 0.0)
     sent = []
