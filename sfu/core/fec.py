@@ -226,7 +226,12 @@ class FecDecoder:
         self._have: dict[int, bytes] = {}
         self._order: deque[int] = deque()
         self._history = history
+        # FEC packets not used up yet: in arrival order (the oldest go first when there are
+        # too many) and by protected seq, so a packet's arrival re-checks only the FEC
+        # packets it can complete rather than every pending one.
         self._pending: deque[FecPacket] = deque()
+        self._live: dict[int, FecPacket] = {}  # id -> FEC packet still pending
+        self._by_seq: dict[int, list[FecPacket]] = {}
         self._max_pending = max_pending
         self._resent: set[int] = set()  # seqs that came as RTX only: known, not for XOR
         self._resent_order: deque[int] = deque()
@@ -240,16 +245,21 @@ class FecDecoder:
         if seq in self._have:
             return []
         self._store(seq, data)
-        return self._drain()
+        return self._drain(self._by_seq.get(seq, ()))
 
     def on_fec(self, fec: FecPacket, now: float) -> list[bytes]:
         """An FEC packet arrived (decoded by sfu.wire.flexfec or sfu.wire.ulpfec)."""
         self.fec_received += 1
         self._pending.append(fec)
-        if len(self._pending) > self._max_pending:
-            self._pending.popleft()
-            self.fec_useless += 1
-        return self._drain()
+        self._live[id(fec)] = fec
+        for s in fec.seqs:
+            self._by_seq.setdefault(s, []).append(fec)
+        while len(self._pending) > self._max_pending:
+            old = self._pending.popleft()
+            if id(old) in self._live:
+                self._resolve(old)
+                self.fec_useless += 1
+        return self._drain((fec,))
 
     def on_flexfec(self, data: bytes, now: float) -> list[bytes]:
         """A whole FlexFEC RTP packet arrived."""
@@ -281,9 +291,9 @@ class FecDecoder:
             self._resent_order.append(seq)
             if len(self._resent_order) > self._history:
                 self._resent.discard(self._resent_order.popleft())
-            return [plain, *self._drain()]
+            return [plain, *self._drain(self._by_seq.get(seq, ()))]
         self._store(seq, plain)
-        return [plain, *self._drain()]
+        return [plain, *self._drain(self._by_seq.get(seq, ()))]
 
     def _store(self, seq: int, data: bytes) -> None:
         self._have[seq] = data
@@ -291,31 +301,40 @@ class FecDecoder:
         if len(self._order) > self._history:
             self._have.pop(self._order.popleft(), None)
 
-    def _drain(self) -> list[bytes]:
+    def _resolve(self, fec: FecPacket) -> None:
+        """`fec` is done with (used, useless, or evicted): out of the index."""
+        self._live.pop(id(fec), None)
+        for s in fec.seqs:
+            waiting = self._by_seq.get(s)
+            if waiting is not None:
+                waiting[:] = [f for f in waiting if f is not fec]
+                if not waiting:
+                    del self._by_seq[s]
+
+    def _drain(self, candidates: tuple[FecPacket, ...] | list[FecPacket]) -> list[bytes]:
+        """Check `candidates` (and, after each rebuild, the FEC packets of the rebuilt seq)."""
         out: list[bytes] = []
-        progress = True
-        while progress:
-            progress = False
-            keep: deque[FecPacket] = deque()
-            for fec in self._pending:
-                absent = [s for s in fec.seqs if s not in self._have]
-                missing = sum(1 for s in absent if s not in self._resent)
-                if missing == 0:
-                    continue  # nothing left to repair: done with it
-                if len(absent) > 1:
-                    keep.append(fec)  # an RTX copy cannot stand in for its original here
-                    continue
-                if missing == 1:
-                    got = ulpfec.recover(fec, self._have, self.media_ssrc)
-                    if got is not None:
-                        seq, pkt = got
-                        self._store(seq, pkt)
-                        self.recovered += 1
-                        out.append(pkt)
-                        progress = True
-                        continue
-                keep.append(fec)
-            self._pending = keep
+        stack = list(candidates)
+        while stack:
+            fec = stack.pop()
+            if id(fec) not in self._live:
+                continue
+            absent = [s for s in fec.seqs if s not in self._have]
+            missing = sum(1 for s in absent if s not in self._resent)
+            if missing == 0:
+                self._resolve(fec)  # nothing left to repair: done with it
+                continue
+            if len(absent) > 1:
+                continue  # two or more gone (an RTX copy cannot stand in for its original)
+            got = ulpfec.recover(fec, self._have, self.media_ssrc)
+            if got is None:
+                continue
+            seq, pkt = got
+            self._resolve(fec)
+            self._store(seq, pkt)
+            self.recovered += 1
+            out.append(pkt)
+            stack.extend(self._by_seq.get(seq, ()))
         return out
 
 
