@@ -349,14 +349,15 @@ class _Seen:
 
 
 class FecGaps:
-    """Finds the seqs of lost FEC packets in a RED+ULPFEC publisher's stream.
+    """Finds the seqs of lost FEC packets in a RED+ULPFEC publisher's VP8 stream.
 
     Every packet, in any order (late retransmissions and FEC-rebuilt packets too), goes to
-    `on_packet`; each call returns the (seq, timestamp of the packet before) of missing
-    seqs that can now only have been FEC, each once. A run of missing seqs qualifies when
-    the known packet before it ends a frame (a marker, or FEC packets back to a marker) and
-    the known packet after it is an FEC packet that protects none of the run, or starts
-    the frame right after that one (VP8 picture ID + 1). Counter: `closed`.
+    `on_packet`; each call returns the (seq, timestamp) of missing seqs that can now only
+    have been FEC, each once. The one rule: between the packet that ends a frame (marker,
+    picture ID P) and the packet that starts frame P + 1, with nothing but FEC packets and
+    missing seqs in between, every missing seq was FEC. (FEC packets themselves tell
+    nothing safe: libwebrtc's pacer sends media ahead of older frames' FEC, so a missing
+    seq just before an FEC packet may be a newer frame's media.) Counter: `closed`.
     """
 
     def __init__(self, window: int = 128, max_gap: int = 16) -> None:
@@ -381,81 +382,44 @@ class FecGaps:
         if h is None or 0 < (seq - h) & 0xFFFF < 0x8000:
             self._highest = seq
             self._forget(seq)
-        out = self._run_before(seq) + self._run_after(seq)
+        if fec is not None:
+            spans = [(self._media(seq, -1), self._media(seq, +1))]
+        else:  # a frame's first packet closes a span on its left, its last one on its right
+            spans = ([(self._media(seq, -1), seq)] if begins_frame else []) + (
+                [(seq, self._media(seq, +1))] if marker else [])
+        out: list[tuple[int, int]] = []
+        for left, right in spans:
+            if left is not None and right is not None:
+                out += self._close(left, right)
         self.closed += len(out)
         return out
 
-    def _known(self, seq: int) -> bool:
-        return seq in self._seen or seq in self._closed
-
-    def _run_before(self, seq: int) -> list[tuple[int, int]]:
-        """The missing run just before `seq`, if it qualifies."""
-        run = []
-        s = (seq - 1) & 0xFFFF
-        while not self._known(s):
-            run.append(s)
-            if len(run) > self.max_gap:
-                return []
-            s = (s - 1) & 0xFFFF
-        if not run or s not in self._seen:
+    def _close(self, left: int, right: int) -> list[tuple[int, int]]:
+        """The missing seqs between media packets `left` and `right` if `left` ends frame P
+        and `right` starts frame P + 1."""
+        end, start = self._seen[left], self._seen[right]
+        if not (end.marker and start.begins_frame and end.picture_id is not None
+                and start.picture_id is not None
+                and (start.picture_id - end.picture_id) % (1 << start.picture_id_bits) == 1):
             return []
-        return self._judge(s, sorted(run, key=lambda x: (x - s) & 0xFFFF), seq)
-
-    def _run_after(self, seq: int) -> list[tuple[int, int]]:
-        """The missing run after `seq` and the FEC packets that follow it: a late packet
-        may have completed the frame end that run needed."""
-        h = self._highest
-        if h is None or seq == h or (h - seq) & 0xFFFF >= 0x8000:
-            return []
-        s = seq
-        for _ in range(self.max_gap):  # over known FEC (or closed) seqs to the first hole
-            nxt = (s + 1) & 0xFFFF
-            e = self._seen.get(nxt)
-            if nxt in self._closed or (e is not None and e.fec is not None):
-                s = nxt
-                continue
-            break
-        left = s
-        if left not in self._seen:
-            return []
-        run = []
+        out = []
         s = (left + 1) & 0xFFFF
-        while not self._known(s):
-            run.append(s)
-            if len(run) > self.max_gap or s == h:
-                return []
+        while s != right:
+            if s not in self._seen and s not in self._closed:
+                self._closed.add(s)
+                out.append((s, end.timestamp))
             s = (s + 1) & 0xFFFF
-        if not run or s not in self._seen:
-            return []
-        return self._judge(left, run, s)
+        return out
 
-    def _judge(self, left: int, run: list[int], right: int) -> list[tuple[int, int]]:
-        end = self._frame_end(left)
-        if end is None:
-            return []
-        r = self._seen[right]
-        if r.fec is not None:
-            ok = not r.fec.intersection(run)
-        else:
-            ok = (r.begins_frame and r.picture_id is not None and end.picture_id is not None
-                  and (r.picture_id - end.picture_id) % (1 << r.picture_id_bits) == 1)
-        if not ok:
-            return []
-        ts = end.timestamp
-        self._closed.update(run)
-        return [(s, ts) for s in run]
-
-    def _frame_end(self, seq: int) -> _Seen | None:
-        """The media packet ending a frame at `seq` or before it with only FEC (received
-        or closed) in between, else None."""
+    def _media(self, seq: int, step: int) -> int | None:
+        """The nearest media packet from `seq` (exclusive) in direction `step`, over FEC,
+        closed and missing seqs only; None when none within `max_gap`."""
+        s = seq
         for _ in range(self.max_gap + 1):
-            e = self._seen.get(seq)
-            if e is None:
-                if seq not in self._closed:
-                    return None
-            elif e.fec is None:
-                return e if e.marker else None
-            seq = (seq - 1) & 0xFFFF
+            s = (s + step) & 0xFFFF
+            e = self._seen.get(s)
+            if e is not None and e.fec is None:
+                return s
         return None
 
     def _forget(self, newest: int) -> None:

@@ -188,45 +188,34 @@ def test_ulpfec_without_room_sends_no_fec_and_off_means_red_only() -> None:
                       max_group=49)
 
 
-def test_fec_gaps_closes_only_seqs_that_can_only_have_been_fec() -> None:
+def test_fec_gaps_closes_only_seqs_between_a_frame_and_the_next() -> None:
     g = FecGaps()
     fec_of = ulpfec.xor(frame(10, 2, 0), [10, 11])
-    assert g.on_packet(10, 90, picture_id=5) == []
+    assert g.on_packet(10, 90, begins_frame=True, picture_id=5) == []
     assert g.on_packet(11, 90, marker=True, picture_id=5) == []  # frame 5 ends
-    # 12 (its FEC) lost, 13 is the next FEC packet and protects none of the gap.
-    assert g.on_packet(13, 0, fec=fec_of) == [(12, 90)]
-    # 14 and 15 lost, 16 starts frame 6: nothing else fits in between.
-    assert g.on_packet(16, 180, begins_frame=True, picture_id=6) == [(14, 90), (15, 90)]
+    # 12 lost, 13 an FEC packet that does not protect it: not enough (the pacer may have
+    # sent frame 6's media ahead of frame 5's FEC).
+    assert g.on_packet(13, 0, fec=fec_of) == []
+    # 14 and 15 lost, 16 starts frame 6: everything missing since frame 5 ended was FEC.
+    assert g.on_packet(16, 180, begins_frame=True, picture_id=6) == [
+        (12, 90), (14, 90), (15, 90)]
     assert g.on_packet(17, 180, marker=True, picture_id=6) == []
     # A gap before a frame that is not the next one may have held a whole frame: kept.
     assert g.on_packet(20, 360, begins_frame=True, picture_id=8) == []
     # A gap inside a frame is media.
     assert g.on_packet(23, 360, marker=True, picture_id=8) == []
-    # A gap the FEC packet protects is media (the frame's last packets), not FEC.
-    assert g.on_packet(26, 0, fec=ulpfec.xor(frame(24, 2, 0), [24, 25])) == []
-    assert g.on_packet(26, 0) == []  # a duplicate changes nothing
+    assert g.on_packet(16, 0) == []  # a duplicate changes nothing
     assert g.closed == 3
 
 
-def test_fec_gaps_decides_when_a_late_packet_fills_the_left_edge() -> None:
+def test_fec_gaps_a_missing_frame_blocks_until_it_arrives_late() -> None:
+    # [frame 1 ends at 30][31 lost: frame 2's only packet][FEC 32][33 lost: FEC][frame 3]
     g = FecGaps()
-    g.on_packet(30, 90, begins_frame=True, picture_id=1)
-    # 31 (the frame's last packet) and 32 (its FEC) lost, 33 the frame's second FEC.
-    assert g.on_packet(33, 0, fec=ulpfec.xor(frame(30, 2, 0), [30, 31])) == []
-    # 31 comes back (rebuilt, or a retransmission): 32 can only have been FEC.
-    assert g.on_packet(31, 90, marker=True, picture_id=1) == [(32, 90)]
-    # 34 and 35 lost, then the next frame starts: only FEC fits in between.
-    assert g.on_packet(36, 180, begins_frame=True, picture_id=2) == [(34, 90), (35, 90)]
-    assert g.on_packet(35, 0, fec=ulpfec.xor(frame(30, 2, 0), [30, 31])) == []  # known now
-
-
-def test_fec_gaps_a_late_frame_end_decides_a_run_behind_fec_packets() -> None:
-    # The pacer sends FEC after newer media: [frame 1 .. 41 lost][FEC 42][lost 43][frame 2].
-    g = FecGaps()
-    g.on_packet(40, 90, begins_frame=True, picture_id=1)
-    g.on_packet(42, 0, fec=ulpfec.xor(frame(38, 2, 0), [38, 39]))
-    assert g.on_packet(44, 180, begins_frame=True, picture_id=2) == []  # 41 unknown yet
-    assert g.on_packet(41, 90, marker=True, picture_id=1) == [(43, 90)]
+    g.on_packet(30, 90, begins_frame=True, marker=True, picture_id=1)
+    g.on_packet(32, 0, fec=ulpfec.xor(frame(29, 2, 0), [29, 30]))
+    assert g.on_packet(34, 270, begins_frame=True, picture_id=3) == []  # 31, 33 unknown
+    # 31 comes back (rebuilt or resent): frame 2 ends there, so 33 was FEC.
+    assert g.on_packet(31, 180, begins_frame=True, marker=True, picture_id=2) == [(33, 180)]
 
 
 def test_fec_gaps_picture_id_wraps_and_old_packets_are_ignored() -> None:
