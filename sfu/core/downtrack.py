@@ -108,7 +108,7 @@ class DownTrack:
         """
         if self.munger.has_source:
             # A new source (even after an unbind): continue this slot's seq/ts timeline.
-            self.munger.switch_source(now)
+            self._switch_source(now)
         self._leave_layers()
         self.receiver = receiver
         self.current = receiver
@@ -184,6 +184,11 @@ class DownTrack:
                                                        self.payload_type)
         return bytes(buf)
 
+    def _switch_source(self, now: float) -> None:
+        self.munger.switch_source(now)
+        if self.history is not None:
+            self.history.new_source()  # older outgoing seqs no longer map upstream
+
     def resume(self) -> None:
         """The subscriber can receive now: start (again) from a keyframe."""
         self.paused = False
@@ -205,7 +210,7 @@ class DownTrack:
         the queue the new layer's key frame must cross."""
         self.awaiting_keyframe = self.kind == "video"
         if self.munger.has_source:
-            self.munger.switch_source(now)
+            self._switch_source(now)
         if self.vp8 is not None:
             self.vp8.switch_source()
 
@@ -243,7 +248,7 @@ class DownTrack:
         self.current = layer
         self.pending = None
         if self.munger.has_source:
-            self.munger.switch_source(now)
+            self._switch_source(now)
         if self.vp8 is not None:
             self.vp8.switch_source()
         self.awaiting_keyframe = False
