@@ -3,14 +3,16 @@
 (a) A Chromium viewer that offers red+ulpfec (Chromium always does) sits behind
     :class:`bench.proxy.ImpairmentProxy` at 15 % Bernoulli downlink loss and 60 ms each way
     (RTT 120 ms): NACK alone is too slow there, so the node adds ULPFEC for it
-    (``fec_sent``) and Chromium decodes nearly every frame of RED-wrapped media, with RTX
-    of RED for what FEC cannot rebuild. Chromium's getStats counts FEC packets
+    (``fec_sent``) and Chromium decodes nearly every frame: media in RED while FEC is on,
+    RTX of RED for what FEC cannot rebuild. Chromium's getStats counts FEC packets
     (``fecPacketsReceived``) for FlexFEC streams only, so that proof comes from (b).
 (b) Two Chromium viewers whose offers lose their NACK feedback, at 10 % loss each: the
     one with red+ulpfec decodes far more frames than the one without.
-(c) A Chromium publisher answered red+ulpfec (setting ``publish_fec``) at 15 % uplink loss,
-    60 ms each way: it sends its video in RED with ULPFEC, the node rebuilds lost packets at
-    ingress (``fec_recovered``) and an aiortc viewer on a clean link decodes the stream.
+(c) A Chromium publisher answered red+ulpfec and Opus RED (settings ``publish_fec``,
+    ``publish_red``) at 15 % uplink loss, 60 ms each way: it sends its video in RED with
+    ULPFEC and its Opus in RED, the node rebuilds lost packets at ingress
+    (``fec_recovered``, ``red_recovered``) and an aiortc viewer on a clean link, which
+    negotiates no RED, decodes nearly all of both.
 
 One Chromium per test, each well under a minute. Figures land in test-artifacts/.
 """
