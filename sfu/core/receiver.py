@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sfu.core.fec import FecDecoder, FecGaps
+from sfu.core.fecingress import FecIngress
 from sfu.core.keyframe import KeyframeRequester
 from sfu.core.nack import NackGenerator, UpstreamNackAggregator
 from sfu.core.redundancy import RedRecovery
@@ -92,9 +92,8 @@ class Receiver:
         self.red_payload_type: int | None = None
         self.ulpfec_payload_type: int | None = None
         self.red_rtx_payload_type: int | None = None
-        self.fec: FecDecoder | None = None
+        self._fec: FecIngress | None = None
         self.red_recovery: RedRecovery | None = None
-        self.fec_gaps = FecGaps()
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
         self.codec_name = info.codec.name
@@ -155,13 +154,13 @@ class Receiver:
         if not self.is_video:
             self.red_recovery = RedRecovery()
 
-    def fec_decoder(self, ssrc: int) -> FecDecoder:
-        """The ULPFEC decoder of this stream (made on its first RED packet: the SSRC may be
-        learnt only then)."""
-        dec = self.fec
-        if dec is None or dec.media_ssrc != ssrc:
-            dec = self.fec = FecDecoder(ssrc)
-        return dec
+    def fec_ingress(self, ssrc: int) -> FecIngress:
+        """RED/ULPFEC handling of this video stream (made on its first RED packet: the SSRC
+        may be learnt only then)."""
+        ing = self._fec
+        if ing is None or ing.ssrc != ssrc:
+            ing = self._fec = FecIngress(ssrc, self.ulpfec_payload_type)
+        return ing
 
     def is_rtx_payload_type(self, pt: int) -> bool:
         return pt == self.rtx_payload_type or (pt == self.red_rtx_payload_type

@@ -19,6 +19,7 @@ from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from sfu.core.downtrack import DownTrack
+from sfu.core.fecingress import Skip
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.core.twcc import FeedbackGenerator
@@ -27,11 +28,10 @@ from sfu.net.dtls import make_dtls
 from sfu.net.rxstamp import RxStamp
 from sfu.net.sctp import make_sctp_transport
 from sfu.sdp import AnswerMedia
-from sfu.wire import rtcp, rtx, ulpfec
+from sfu.wire import rtcp, rtx
 from sfu.wire.rtcp import RtcpError
 from sfu.wire.rtp import RtpError, RtpHeader, iter_extensions, parse_header
 from sfu.wire.twcc import TransportFeedback, read_transport_seq
-from sfu.wire.ulpfec import FecPacket
 
 if TYPE_CHECKING:
     from sfu.net.downlink import ViewerDownlink
@@ -407,68 +407,35 @@ class Peer:
                 self._fan_out(receiver, kind, plain, hdr, False, now, red_mode=1)
             return
         receiver.account(hdr, len(plain), now)
-        start, end = hdr.payload_start, hdr.payload_end
-        fec: FecPacket | None = None
-        dec = receiver.fec_decoder(hdr.ssrc)
         try:
-            if end > start and plain[start] == receiver.ulpfec_payload_type:
-                # ULPFEC: always a primary-only RED block (F bit clear), never forwarded.
-                fec = ulpfec.decode(memoryview(plain)[start + 1 : end])
-                outs = dec.on_fec(fec, now)
-            else:
-                outs = dec.on_red(plain, -1, now, retransmission)
+            act = receiver.fec_ingress(hdr.ssrc).on_packet(
+                plain, hdr, retransmission, now, inspect=receiver, nack=receiver.nack)
         except RtpError:  # RedError, FecError
             m.drop("rtp_malformed")
             return
-        gen = receiver.nack
-        gaps = receiver.fec_gaps
-        if fec is not None:
+        if act.fec:
             m.recovery["fec_in"] += 1
-            lost = gaps.on_packet(hdr.seq, hdr.timestamp, fec=fec)
-            # Its seq carries nothing for viewers; nor do the lost FEC seqs it reveals.
-            self._skip_fec_seqs(receiver, [*lost, (hdr.seq, hdr.timestamp)], len(lost), now)
-        key_wire = False
-        for i, pkt in enumerate(outs):
-            ph = parse_header(pkt)
-            primary = i == 0 and fec is None
-            key = receiver.inspect(pkt, ph, now)
-            if primary:
-                if retransmission:
-                    key = False
-                else:
-                    key_wire = key
-            else:
-                key = False  # rebuilt late: never a starting point
+        for step in act.steps:
+            if isinstance(step, Skip):
+                self._skip_fec_seqs(receiver, step, now)
+                continue
+            if step.recovered:
                 m.recovery["fec_recovered"] += 1
-                if gen is not None:
-                    gen.on_packet(ph.seq, now, is_retransmission=True)
-            d = receiver.vp8
-            lost = gaps.on_packet(
-                ph.seq, ph.timestamp, marker=ph.marker,
-                begins_frame=d is not None and d.begins_frame,
-                picture_id=d.picture_id if d is not None else None,
-                picture_id_bits=d.picture_id_bits if d is not None else 15)
-            if lost:
-                # Before this packet goes out, so that lost FEC seqs ahead of it close.
-                self._skip_fec_seqs(receiver, lost, len(lost), now)
-            if key and receiver.pending:
+            if step.keyframe and receiver.pending:
                 receiver.promote_pending(now)
-            self._fan_out(receiver, kind, pkt, ph, key, now)
+            self._fan_out(receiver, kind, step.data, step.hdr, step.keyframe, now)
+        gen = receiver.nack
         if gen is not None:
-            gen.on_packet(hdr.seq, now, is_keyframe=key_wire, is_retransmission=retransmission)
             at = gen.get_timer()
             if at is not None and (self._nack_at is None or at < self._nack_at):
                 self._arm_nack(at)
 
-    def _skip_fec_seqs(self, receiver: Receiver, seqs: list[tuple[int, int]], lost: int,
-                       now: float) -> None:
-        """Publisher (seq, timestamp)s that held FEC (received, or `lost` of them known
-        lost): nothing is forwarded for them, and lost ones are not NACKed (libwebrtc keeps
-        no FEC to retransmit). Viewers' streams close them, or get padding in their slot."""
+    def _skip_fec_seqs(self, receiver: Receiver, skip: Skip, now: float) -> None:
+        """Publisher seqs that held FEC (received, or known lost): nothing is forwarded for
+        them; viewers' streams close them, or get padding in their slot."""
         m = self.node.metrics
-        m.recovery["fec_lost_in"] += lost
-        gen = receiver.nack
-        for seq, ts in seqs:
+        m.recovery["fec_lost_in"] += skip.lost
+        for seq, ts in skip.seqs:
             for dt in receiver.downtracks:
                 fill = dt.skip(seq, ts, now)
                 if fill is None:
@@ -480,8 +447,6 @@ class Peer:
                     dt.history.push((fill[2] << 8) | fill[3], fill, now)
                 sink.send_rtp(fill, "fill")
                 m.recovery["fec_fill_out"] += 1
-            if gen is not None:
-                gen.on_packet(seq, now)
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
         """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT.
