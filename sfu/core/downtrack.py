@@ -83,7 +83,7 @@ class DownTrack:
         self.history: History | None = None
         self.responder: NackResponder | None = None
         self.red: RedEncoder | None = None
-        self.fec: UlpfecEncoder | None = None  # video in RED, + ULPFEC under loss
+        self.fec: UlpfecEncoder | None = None  # ULPFEC in RED towards the viewer, under loss
         # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
         # when set, every packet gets the transport-wide sequence number extension
         self.downlink: Any = None

@@ -88,7 +88,8 @@ class Receiver:
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc: int | None = None
         # RED from the publisher (enable_red): Opus RED passed through, or video RED (+ULPFEC,
-        # recovered here by `fec`); RTX of RED packets comes with `red_rtx_payload_type`.
+        # unwrapped and repaired by `fec_ingress`); RTX of RED packets comes with
+        # `red_rtx_payload_type`.
         self.red_payload_type: int | None = None
         self.ulpfec_payload_type: int | None = None
         self.red_rtx_payload_type: int | None = None
