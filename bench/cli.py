@@ -54,6 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--twcc-silent", action="store_true",
                      help="with --twcc: subscribers send no feedback (numbering cost alone)")
 
+    fec = sub.add_parser(
+        "fec-cost", help="node CPU per packet and viewer for video RED/ULPFEC, and at ingress"
+    )
+    from bench.fec_cost import add_arguments as fec_arguments
+
+    fec_arguments(fec)
     fan = sub.add_parser(
         "fanout",
         help="commerce datachannels: order.place latency under a race, fan-out msg/s per core",
@@ -110,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     joins=args.joins, out=args.out, skip_floor=args.skip_floor,
                     twcc=args.twcc, twcc_feedback=not args.twcc_silent)
         )
+    if args.command == "fec-cost":
+        from bench.fec_cost import main as fec_cost_main
+
+        return fec_cost_main(args)
     if args.command == "fanout":
         from bench.fanout import Options as FanoutOptions
         from bench.fanout import main as fanout_main

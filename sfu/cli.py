@@ -103,6 +103,18 @@ def _build_parser() -> argparse.ArgumentParser:
         help="viewer sessions before the cluster prefers other nodes (env SFU_NODE_CAPACITY; "
         "0: no limit)",
     )
+    serve.add_argument(
+        "--no-viewer-fec", action="store_true",
+        help="do not answer video red+ulpfec to viewers (no video FEC towards them)",
+    )
+    serve.add_argument(
+        "--publish-fec", action="store_true",
+        help="answer video red+ulpfec to publishers and recover their losses from it",
+    )
+    serve.add_argument(
+        "--publish-red", action="store_true",
+        help="answer Opus RED to publishers (passed on to viewers with RED, unwrapped for others)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -212,6 +224,9 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         recordings_dir=args.recordings_dir or "",
         recording_retention_days=max(0.0, args.recording_retention_days or 0.0),
         **_cluster_settings(args, env),
+        viewer_fec=not args.no_viewer_fec,
+        publish_fec=args.publish_fec,
+        publish_red=args.publish_red,
     )
 
 

@@ -85,6 +85,14 @@ class Settings:
     node_capacity: int = 0
     # UDP port of the QUIC cascade listener; 0 = off
     cascade_port: int = 0
+    # Loss recovery beyond NACK/RTX (docs/benchmarks.md "Loss recovery"): video red+ulpfec
+    # answered to viewers that offer it (the node adds ULPFEC per viewer when its loss and
+    # RTT make NACK too slow); Opus RED and video red+ulpfec answered to publishers (off:
+    # the node NACKs publishers already, and FEC at ingress costs the publisher's uplink and
+    # the node a RED unwrap and FEC bookkeeping on every packet).
+    viewer_fec: bool = True
+    publish_red: bool = False
+    publish_fec: bool = False
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -103,16 +103,40 @@ def check_transport(offer: SessionDescription) -> None:
         raise SdpError("a=group:BUNDLE with every section is required (one transport per peer)")
 
 
-def negotiate_publish(m: MediaSection) -> Negotiated:
-    """A section the client sends on: accept exactly one codec."""
+REPAIR_NAMES = frozenset({"RTX", "RED", "ULPFEC"})
+
+
+def primary_codec(codecs: list[Codec]) -> Codec:
+    """The media codec of a negotiated list (RED may come first: see negotiate_publish)."""
+    return next(c for c in codecs if c.name not in REPAIR_NAMES)
+
+
+def negotiate_publish(m: MediaSection, *, audio_red: bool = False,
+                      video_fec: bool = False) -> Negotiated:
+    """A section the client sends on: accept exactly one media codec.
+
+    With `audio_red`, Opus RED too when offered, listed BEFORE Opus: libwebrtc sends RED
+    only when it is negotiated ahead of the codec it carries. With `video_fec`, red/90000 +
+    ulpfec/90000 (and RED's RTX) when offered: Chromium then sends every video packet in
+    RED, with ULPFEC as its loss-protection logic decides, which the Receiver unwraps and
+    recovers from.
+    """
     if m.port == 0 or m.kind not in SUPPORTED_CODECS:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
     for codec in m.codecs:
         if _usable(codec, m.kind):
             chosen = [_answer_codec(codec, m.kind, publish=True)]
             # Its RTX, so the node's NACKs upstream are answered on a separate stream.
-            chosen += [_answer_codec(c, m.kind) for c in m.codecs if c.name == "RTX"
-                       and c.apt == codec.payload_type][:1]
+            rtx = [_answer_codec(c, m.kind) for c in m.codecs if c.name == "RTX"
+                   and c.apt == codec.payload_type][:1]
+            chosen += rtx
+            if m.kind == "audio" and audio_red:
+                red = next((c for c in m.codecs if c.name == "RED"
+                            and red_primary(c) == codec.payload_type), None)
+                if red is not None:
+                    chosen.insert(0, _answer_codec(red, m.kind))
+            if m.kind == "video" and video_fec:
+                chosen += video_fec_codecs(m.codecs, need_rtx=bool(rtx))
             return Negotiated(m, chosen, _extmaps(m, PUBLISH_EXTENSIONS[m.kind]), True)
     offered = ", ".join(sorted({c.name for c in m.codecs})) or "none"
     return Negotiated(
@@ -122,8 +146,26 @@ def negotiate_publish(m: MediaSection) -> Negotiated:
     )
 
 
-def negotiate_subscribe(m: MediaSection) -> Negotiated:
-    """A section the client receives on: accept every codec we can forward."""
+def video_fec_codecs(offered: list[Codec], *, need_rtx: bool) -> list[Codec]:
+    """red/90000, ulpfec/90000 and RED's RTX from a video section, answered together or
+    not at all: without RTX for RED a viewer that negotiated RTX could not be sent the RED
+    packets it NACKs (libwebrtc retransmits the RED packet, on the RTX of RED's apt)."""
+    red = next((c for c in offered if c.name == "RED" and c.clock_rate == 90000), None)
+    fec = next((c for c in offered if c.name == "ULPFEC" and c.clock_rate == 90000), None)
+    if red is None or fec is None:
+        return []
+    rtx = next((c for c in offered if c.name == "RTX" and c.apt == red.payload_type), None)
+    if need_rtx and rtx is None:
+        return []
+    out = [red, fec] + ([rtx] if rtx is not None else [])
+    return [_answer_codec(c, "video") for c in out]
+
+
+def negotiate_subscribe(m: MediaSection, *, video_fec: bool = True) -> Negotiated:
+    """A section the client receives on: accept every codec we can forward.
+
+    With `video_fec`, red/90000 + ulpfec/90000 when the viewer offers both: the node then
+    sends its video in RED and adds ULPFEC when the viewer's loss and RTT call for it."""
     if m.port == 0 or m.kind not in SUPPORTED_CODECS:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
     # Transport-cc towards the viewer (the node's send-side estimator), when it offers the
@@ -138,6 +180,8 @@ def negotiate_subscribe(m: MediaSection) -> Negotiated:
     extra = [_answer_codec(c, m.kind) for c in m.codecs
              if (c.name == "RTX" and c.apt in primary)
              or (c.name == "RED" and m.kind == "audio" and red_primary(c) in primary)]
+    if m.kind == "video" and video_fec:
+        extra += video_fec_codecs(m.codecs, need_rtx=any(c.name == "RTX" for c in extra))
     allowed = FORWARD_EXTENSIONS | {EXT_TRANSPORT_CC} if twcc else FORWARD_EXTENSIONS
     return Negotiated(m, codecs + extra, _extmaps(m, allowed), True)
 
@@ -164,6 +208,17 @@ def repair_codecs(primary: Codec, candidates: list[Codec]) -> tuple[int | None, 
     red = next((c.payload_type for c in candidates
                 if c.name == "RED" and red_primary(c) == primary.payload_type), None)
     return rtx, red
+
+
+def fec_codecs(candidates: list[Codec]) -> tuple[int, int, int | None] | None:
+    """(RED, ULPFEC, RED's RTX) payload types a viewer negotiated for video FEC, or None."""
+    red = next((c.payload_type for c in candidates
+                if c.name == "RED" and c.clock_rate == 90000), None)
+    fec = next((c.payload_type for c in candidates if c.name == "ULPFEC"), None)
+    if red is None or fec is None:
+        return None
+    rtx = next((c.payload_type for c in candidates if c.name == "RTX" and c.apt == red), None)
+    return red, fec, rtx
 
 
 def match_codec(source: Codec, candidates: list[Codec]) -> Codec | None:

@@ -28,7 +28,7 @@ from sfu.core.layers import choose_layer, needed_layers
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.metrics import NodeMetrics
-from sfu.net import downlink
+from sfu.net import downlink, recovery_gauges
 from sfu.net.peer import Peer
 from sfu.net.udp import UdpMux
 from sfu.offer import Answered, answer_offer, create_peer, parse_offer
@@ -628,6 +628,16 @@ class Node:
         m.add_gauge("bwe_viewers", "Viewers with a downlink estimator, by state "
                     "(overusing = congested)", ("state",),
                     lambda: downlink.state_gauge(self.peers.values()))
+        m.add_gauge("red_distance", "Audio viewers with RED, by redundant copies per packet",
+                    ("distance",), lambda: recovery_gauges.red_distance_gauge(
+                        self.peers.values()))
+        m.add_gauge("fec_viewers", "Video viewers with red+ulpfec, by state (protecting = "
+                    "sending FEC now)", ("state",),
+                    lambda: recovery_gauges.fec_gauge(self.peers.values()))
+        m.add_gauge("viewer_loss", "Viewers' loss fraction, mean over viewers: link (receiver "
+                    "reports, before repair) and unrepaired (NACKs the node could not answer "
+                    "/ packets sent)", ("kind", "stage"),
+                    lambda: recovery_gauges.loss_gauge(self.peers.values()))
 
     def _participants_by_role(self) -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {("publisher",): 0, ("subscriber",): 0}

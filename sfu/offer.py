@@ -21,6 +21,7 @@ from sfu.negotiate import (
     check_transport,
     negotiate_publish,
     negotiate_subscribe,
+    primary_codec,
     subscribe_twcc_id,
 )
 from sfu.net.downlink import ViewerDownlink
@@ -135,7 +136,8 @@ def answer_offer(
                     sctp_port=SCTP_PORT, max_message_size=MAX_MESSAGE_SIZE,
                 )
         elif m.port != 0 and _sending(m.direction) and allow_publish:
-            neg = negotiate_publish(m)
+            neg = negotiate_publish(m, audio_red=node.settings.publish_red,
+                                    video_fec=node.settings.publish_fec)
             if neg.accepted:
                 receiver = _publish(peer, room, peer.participant, stream_id, mid, neg)
                 result.published.append(receiver)
@@ -147,7 +149,7 @@ def answer_offer(
                     simulcast=("recv " + ";".join(rids)) if rids else None,
                 )
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
-            neg = negotiate_subscribe(m)
+            neg = negotiate_subscribe(m, video_fec=node.settings.viewer_fec)
             if neg.accepted:
                 slot = _subscribe_slot(node, peer.participant, mid, neg, session=peer.id)
                 slot.wants = subscriptions.get(mid)
@@ -221,7 +223,7 @@ def _publish(
         kind=m.kind,
         participant=participant,
         stream_id=stream_id,
-        codec=neg.codecs[0],
+        codec=primary_codec(neg.codecs),
         extmaps=neg.extmaps,
     )
     rids = simulcast_rids(m)
@@ -246,9 +248,17 @@ def _publish(
         peer.add_receiver(receiver, mid, ssrcs[:1])
     peer.set_extension_ids(m.extmap_id(EXT_MID), m.extmap_id(EXT_RID), m.extmap_id(EXT_RRID))
     peer.enable_twcc(next((e.id for e in neg.extmaps if e.uri == EXT_TRANSPORT_CC), None))
-    primary_codec = neg.codecs[0]
-    if m.kind == "video" and "nack" in primary_codec.rtcp_fb:
-        rtx_pt = next((c.payload_type for c in neg.codecs if c.name == "RTX"), None)
+    primary = info.codec
+    red_pt = next((c.payload_type for c in neg.codecs if c.name == "RED"), None)
+    if red_pt is not None:
+        ulpfec_pt = next((c.payload_type for c in neg.codecs if c.name == "ULPFEC"), None)
+        red_rtx = next((c.payload_type for c in neg.codecs
+                        if c.name == "RTX" and c.apt == red_pt), None)
+        for layer in receiver.layers:
+            layer.enable_red(red_pt, ulpfec_pt, red_rtx)
+    if m.kind == "video" and "nack" in primary.rtcp_fb:
+        rtx_pt = next((c.payload_type for c in neg.codecs
+                       if c.name == "RTX" and c.apt == primary.payload_type), None)
         for layer in receiver.layers:
             layer.enable_nack(rtx_pt)
         if rtx_pt is not None:

@@ -16,6 +16,7 @@ import random
 import struct
 from typing import Any
 
+from sfu.core.fec import UlpfecEncoder
 from sfu.core.history import History
 from sfu.core.munger import RtpMunger
 from sfu.core.nack import NackResponder, RtxConfig
@@ -23,7 +24,7 @@ from sfu.core.receiver import Receiver
 from sfu.core.redundancy import RedEncoder
 from sfu.core.rtpstats import SendStats
 from sfu.core.vp8munger import Vp8Munger
-from sfu.wire import rtp
+from sfu.wire import red, rtp
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
@@ -33,6 +34,7 @@ MAX_TEMPORAL = 3  # VP8 TID is two bits: 3 means "every temporal layer"
 SRTP_OVERHEAD = 10  # the SRTP auth tag added after forward (bytes the estimator counts)
 
 _fixed_header = struct.Struct("!BBHII").pack
+_FILL = b"\x00\x00\x00\x04"  # RTP padding: three zero bytes and the count
 
 
 class DownTrack:
@@ -66,6 +68,7 @@ class DownTrack:
         self.dropped_waiting = 0
         self.sink: Any = None  # the subscriber session; the shell sends through it
         self.rtt: float | None = None
+        self.loss: float | None = None  # fraction lost in the viewer's last receiver report
         # simulcast and temporal scalability
         self.current: Receiver | None = None  # the layer being forwarded
         self.pending: Receiver | None = None  # the layer to switch to on its next key frame
@@ -80,6 +83,7 @@ class DownTrack:
         self.history: History | None = None
         self.responder: NackResponder | None = None
         self.red: RedEncoder | None = None
+        self.fec: UlpfecEncoder | None = None  # ULPFEC in RED towards the viewer, under loss
         # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
         # when set, every packet gets the transport-wide sequence number extension
         self.downlink: Any = None
@@ -104,7 +108,7 @@ class DownTrack:
         """
         if self.munger.has_source:
             # A new source (even after an unbind): continue this slot's seq/ts timeline.
-            self.munger.switch_source(now)
+            self._switch_source(now)
         self._leave_layers()
         self.receiver = receiver
         self.current = receiver
@@ -121,17 +125,69 @@ class DownTrack:
         ) == publisher_ext_ids
         self.awaiting_keyframe = self.kind == "video"
 
-    def configure_repair(self, *, nack: bool, rtx_pt: int | None, red_pt: int | None) -> None:
-        """Set up NACK answering (RTX when negotiated) and Opus RED for the bound codec."""
-        self.history = self.responder = self.red = None
+    def configure_repair(self, *, nack: bool, rtx_pt: int | None, red_pt: int | None,
+                         fec: tuple[int, int, int | None] | None = None) -> None:
+        """Set up NACK answering (RTX when negotiated), Opus RED, and video FEC (`fec`: the
+        viewer's RED, ULPFEC and RED-RTX payload types) for the bound codec.
+
+        With video FEC a packet goes out in RED while FEC protects it (libwebrtc's FEC
+        decoder sees only packets that came in RED) and plain otherwise, which costs a clean
+        link nothing; History keeps what was sent, and a retransmission of a RED packet goes
+        out on the RTX payload type whose apt is RED, as libwebrtc sends it.
+        """
+        self.history = self.responder = self.red = self.fec = None
+        red_video = red_rtx = None
+        if fec is not None and self.kind == "video":
+            red_video, ulpfec_pt, red_rtx = fec
+            self.fec = UlpfecEncoder(media_ssrc=self.ssrc, red_pt=red_video,
+                                     ulpfec_pt=ulpfec_pt, reserve=self.munger.insert)
+            if self.rtt is not None:
+                self.fec.set_rtt(self.rtt)
+            if not nack:
+                # Without NACK nothing else repairs a loss: FEC from the first few percent.
+                self.fec.rtt_threshold = 0.0
         if nack and self.kind == "video":
             self.history = History()
             rtx = None
             if rtx_pt is not None and self.rtx_ssrc is not None:
-                rtx = RtxConfig(self.rtx_ssrc, rtx_pt, random.randrange(1 << 16))
+                rtx = RtxConfig(self.rtx_ssrc, rtx_pt, random.randrange(1 << 16),
+                                red_payload_type=red_video, red_rtx_payload_type=red_rtx)
             self.responder = NackResponder(self.history, rtx=rtx)
         if red_pt is not None and self.kind == "audio":
             self.red = RedEncoder(red_pt)
+
+    def skip(self, seq: int, ts: int, now: float) -> bytes | None:
+        """Incoming `seq` carries nothing for this viewer (the publisher's FEC, received or
+        known lost). Ahead of what was sent its slot is closed (None); behind it, the slot
+        is already part of the viewer's sequence, so the packet to send there instead: a
+        padding-only one (4 bytes), which receivers take as "nothing missing here"."""
+        m = self.munger
+        if (self.paused or self.allocator_paused or self.awaiting_keyframe
+                or not m.has_source or m.ahead(seq)):
+            m.drop(seq)
+            return None
+        out = m.rewrite(seq, ts, now)
+        if out is None:
+            return None
+        m.drop(seq)  # the slot is taken: nothing else may go out with it
+        return _fixed_header(0xA0, self.payload_type, out[0], out[1], self.ssrc) + _FILL
+
+    def red_passthrough(self, out: bytes) -> bytes:
+        """`out` (a publisher's Opus RED packet, forwarded under this viewer's Opus PT) with
+        the viewer's RED PT, its blocks renumbered when the viewer's Opus PT differs."""
+        enc = self.red
+        assert enc is not None
+        buf = bytearray(out)
+        buf[1] = (buf[1] & 0x80) | enc.red_pt
+        enc.passed_through += 1
+        enc.passthrough_distance = red.set_block_types(buf, rtp.parse_header(out).payload_start,
+                                                       self.payload_type)
+        return bytes(buf)
+
+    def _switch_source(self, now: float) -> None:
+        self.munger.switch_source(now)
+        if self.history is not None:
+            self.history.new_source()  # older outgoing seqs no longer map upstream
 
     def resume(self) -> None:
         """The subscriber can receive now: start (again) from a keyframe."""
@@ -154,7 +210,7 @@ class DownTrack:
         the queue the new layer's key frame must cross."""
         self.awaiting_keyframe = self.kind == "video"
         if self.munger.has_source:
-            self.munger.switch_source(now)
+            self._switch_source(now)
         if self.vp8 is not None:
             self.vp8.switch_source()
 
@@ -192,7 +248,7 @@ class DownTrack:
         self.current = layer
         self.pending = None
         if self.munger.has_source:
-            self.munger.switch_source(now)
+            self._switch_source(now)
         if self.vp8 is not None:
             self.vp8.switch_source()
         self.awaiting_keyframe = False

@@ -7,15 +7,20 @@ generator gives up after about a second, so resending it only wastes the downlin
 
 It also remembers how outgoing seqs map to the incoming (publisher) seqs, so a NACK for an
 outgoing seq the node never had (the publisher's packet was lost on the uplink) can be
-turned into one upstream NACK for the right incoming seq (see `incoming_seq`).
+turned into one upstream NACK for the right incoming seq (see `incoming_seq`). The offset
+between the two changes within one source (a closed gap, the node's own FEC packets taking
+seqs), so the last `MAX_SEGMENTS` offsets are kept, each from the outgoing seq where it
+started; a new source (`new_source`) forgets them all.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 DEFAULT_SIZE = 1024
 DEFAULT_MAX_AGE = 2.0
+MAX_SEGMENTS = 128
 
 
 @dataclass(slots=True)
@@ -42,10 +47,9 @@ class History:
         self.max_age = max_age
         self._ring: list[Sent | None] = [None] * size
         self._highest: int | None = None  # newest outgoing seq pushed
-        # incoming = outgoing - delta for outgoing seqs in [delta_from, highest]; a source
-        # switch or a closed gap changes delta, and older seqs then map to nothing.
-        self._delta: int | None = None
-        self._delta_from = 0
+        # (from outgoing seq, delta), oldest first: incoming = outgoing - delta for outgoing
+        # seqs from `from` up to the next segment's start (or the newest seq pushed).
+        self._segments: deque[tuple[int, int]] = deque(maxlen=MAX_SEGMENTS)
         self.bytes_stored = 0
 
     def push(self, seq: int, data: bytes, now: float, incoming_seq: int | None = None) -> None:
@@ -61,9 +65,15 @@ class History:
             self._highest = seq
         if incoming_seq is not None:
             delta = (seq - incoming_seq) & 0xFFFF
-            if delta != self._delta:
-                self._delta = delta
-                self._delta_from = seq
+            segs = self._segments
+            if not segs:
+                segs.append((seq, delta))
+            elif delta != segs[-1][1] and (seq - segs[-1][0]) & 0xFFFF < 0x8000:
+                segs.append((seq, delta))  # (a late packet keeps the offset it was sent with)
+
+    def new_source(self) -> None:
+        """The down-track switched source: older outgoing seqs map to no incoming seq."""
+        self._segments.clear()
 
     def get(self, seq: int, now: float) -> Sent | None:
         """The packet sent with outgoing `seq`, or None if overwritten, too old or never sent."""
@@ -78,13 +88,14 @@ class History:
         Only seqs from the current mapping's start to the newest sent one qualify: an older
         seq may belong to another source, a newer one has not been assigned yet.
         """
-        if self._delta is None or self._highest is None:
+        highest = self._highest
+        if highest is None:
             return None
         seq &= 0xFFFF
-        span = (self._highest - self._delta_from) & 0xFFFF
-        if (seq - self._delta_from) & 0xFFFF > span:
-            return None
-        return (seq - self._delta) & 0xFFFF
+        for start, delta in reversed(self._segments):
+            if (seq - start) & 0xFFFF <= (highest - start) & 0xFFFF:
+                return (seq - delta) & 0xFFFF
+        return None
 
     def __len__(self) -> int:
         return sum(1 for e in self._ring if e is not None)

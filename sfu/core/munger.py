@@ -20,6 +20,10 @@ Drop policy (`drop`):
 * dropping the newest seq after it was already forwarded is a no-op (its slot
   is on the wire); dropping an older already-forwarded seq only stops later
   duplicates of it.
+
+Insertion (`insert`): the node's own packets in the media seq space (ULPFEC over
+RED takes the seqs right after the frame it protects) get the next outgoing slots,
+and every later incoming seq is shifted up past them; older ones keep their slots.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class RtpMunger:
         self._ts_offset = 0
         # Offset changes caused by drops: packets with ext seq >= threshold use offset.
         self._base_offset = 0
+        self._offset = 0  # the offset of the newest threshold (what new packets get)
         self._thresholds: list[int] = []
         self._offsets: list[int] = []
         self._dropped: set[int] = set()
@@ -94,16 +99,18 @@ class RtpMunger:
 
     def rewrite(self, seq: int, ts: int, now: float) -> tuple[int, int] | None:
         """Return (out_seq, out_ts) for an incoming packet, or None to not forward it."""
-        if self._in_source and not self._thresholds and (seq - self._highest_ext) & 0xFFFF == 1:
-            # Fast path, nearly every packet: the next in order with no drops to account for.
+        if self._in_source and (seq - self._highest_ext) & 0xFFFF == 1:
+            # Fast path, nearly every packet: the next in order. Every threshold is at or
+            # below it, so it takes the newest offset.
             ext = self._highest_ext + 1
-            out_ext = ext + self._base_offset
+            out_ext = ext + self._offset
             out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
             self._highest_ext = ext
             self._last_out_ext = out_ext
             self._last_out_ts = out_ts
             self._last_forward_now = now
-            if self._dropped_order:
+            if self._dropped_order or (self._thresholds
+                                       and self._thresholds[0] <= ext - _WINDOW):
                 self._prune()
             self.packets_forwarded += 1
             return out_ext & 0xFFFF, out_ts
@@ -140,11 +147,36 @@ class RtpMunger:
             return
         # Slots between the old highest and ext stay reserved for late arrivals;
         # only ext's own slot is reclaimed by shifting everything after it down.
-        self._thresholds.append(ext + 1)
-        self._offsets.append(self._current_offset() - 1)
+        self._shift(ext + 1, self._offset - 1)
         self._highest_ext = ext
-        self._last_out_ext = ext + self._current_offset()
+        self._last_out_ext = ext + self._offset
         self._prune()
+
+    def ahead(self, seq: int) -> bool:
+        """True when incoming `seq` is newer than every seq seen of the current source (a
+        `drop` of it closes its slot instead of leaving a hole)."""
+        return self._in_source and self._extend(seq) > self._highest_ext
+
+    def insert(self, count: int) -> int | None:
+        """Take `count` outgoing slots right after the newest one for packets of the node's
+        own (FEC); returns the first slot's seq, or None before the source's first packet.
+
+        Later incoming packets are shifted up past them; late older ones keep their slots.
+        """
+        if not self._in_source or count <= 0:
+            return None
+        first = self._last_out_ext + 1
+        self._shift(self._highest_ext + 1, self._offset + count)
+        self._last_out_ext += count
+        return first % _SEQ_MOD
+
+    def _shift(self, threshold: int, offset: int) -> None:
+        if self._thresholds and self._thresholds[-1] == threshold:
+            self._offsets[-1] = offset  # a second change at the same point replaces the first
+        else:
+            self._thresholds.append(threshold)
+            self._offsets.append(offset)
+        self._offset = offset
 
     def translate_ts(self, ts: int) -> int:
         """Map an incoming RTP timestamp (e.g. from the publisher's SR) to the outgoing timeline.
@@ -166,7 +198,7 @@ class RtpMunger:
             out_ts = (self._last_out_ts + max(1, elapsed)) % _TS_MOD
         self._in_source = True
         self._start_ext = self._highest_ext = ext
-        self._base_offset = out_ext - ext
+        self._base_offset = self._offset = out_ext - ext
         self._ts_offset = (out_ts - ts) % _TS_MOD
         self._thresholds.clear()
         self._offsets.clear()
@@ -181,9 +213,6 @@ class RtpMunger:
     def _extend(self, seq: int) -> int:
         diff = ((seq - self._highest_ext) % _SEQ_MOD + 0x8000) % _SEQ_MOD - 0x8000
         return self._highest_ext + diff
-
-    def _current_offset(self) -> int:
-        return self._offsets[-1] if self._offsets else self._base_offset
 
     def _offset_at(self, ext: int) -> int:
         idx = bisect_right(self._thresholds, ext) - 1

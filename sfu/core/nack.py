@@ -230,6 +230,16 @@ class RtxConfig:
     ssrc: int
     payload_type: int
     seq_start: int = 0
+    # A second media payload type on the same stream and its own RTX payload type (video
+    # RED: the RTX whose apt is RED repeats packets that went out in RED).
+    red_payload_type: int | None = None
+    red_rtx_payload_type: int | None = None
+
+    def payload_type_for(self, media_pt: int) -> int:
+        """The RTX payload type that repeats a packet sent with `media_pt`."""
+        if media_pt == self.red_payload_type and self.red_rtx_payload_type is not None:
+            return self.red_rtx_payload_type
+        return self.payload_type
 
 
 @dataclass(slots=True, frozen=True)
@@ -374,7 +384,7 @@ class NackResponder:
                 if self.rtx is not None:
                     assert self._rtx_seq is not None
                     pkt = rtx_wire.wrap(data, parse_header(data), rtx_ssrc=self.rtx.ssrc,
-                                        rtx_pt=self.rtx.payload_type,
+                                        rtx_pt=self.rtx.payload_type_for(data[1] & 0x7F),
                                         rtx_seq=self._rtx_seq.next())
                 self.resent += 1
                 self.resent_bytes += len(pkt)

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfu.core.fecingress import FecIngress
 from sfu.core.keyframe import KeyframeRequester
 from sfu.core.nack import NackGenerator, UpstreamNackAggregator
+from sfu.core.redundancy import RedRecovery
 from sfu.core.rtpstats import ReceiveStats
 from sfu.sdp import Codec, Extmap
 from sfu.wire.codec import VP8, is_keyframe
@@ -86,6 +88,14 @@ class Receiver:
         self.upstream_nacks: UpstreamNackAggregator | None = None
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc: int | None = None
+        # RED from the publisher (enable_red): Opus RED passed through, or video RED (+ULPFEC,
+        # unwrapped and repaired by `fec_ingress`); RTX of RED packets comes with
+        # `red_rtx_payload_type`.
+        self.red_payload_type: int | None = None
+        self.ulpfec_payload_type: int | None = None
+        self.red_rtx_payload_type: int | None = None
+        self._fec: FecIngress | None = None
+        self.red_recovery: RedRecovery | None = None
         self.ssrc: int | None = None
         self.is_video = info.kind == "video"
         self.codec_name = info.codec.name
@@ -107,6 +117,16 @@ class Receiver:
         """Account for one packet; returns True when it starts a keyframe."""
         self.stats.on_packet(hdr.seq, hdr.timestamp, now, len(data))
         self.last_packet_at = now
+        return self.inspect(data, hdr, now)
+
+    def account(self, hdr: RtpHeader, size: int, now: float) -> None:
+        """Receive statistics only: a packet as it came over the wire (RED, FEC), whose
+        media, if any, goes through `inspect` once unwrapped."""
+        self.stats.on_packet(hdr.seq, hdr.timestamp, now, size)
+        self.last_packet_at = now
+
+    def inspect(self, data: bytes, hdr: RtpHeader, now: float) -> bool:
+        """A plain media packet's codec-level facts; True when it starts a keyframe."""
         if not self.is_video:
             return False
         payload = memoryview(data)[hdr.payload_start : hdr.payload_end]
@@ -130,6 +150,27 @@ class Receiver:
         self.upstream_nacks = UpstreamNackAggregator(generator=self.nack)
         self.rtx_payload_type = rtx_payload_type
 
+    def enable_red(self, red_pt: int, ulpfec_pt: int | None, red_rtx_pt: int | None) -> None:
+        """The publisher sends RED (`red_pt`), with ULPFEC inside it when `ulpfec_pt` is set
+        (video: rebuilt here), and retransmits RED packets with `red_rtx_pt`."""
+        self.red_payload_type = red_pt
+        self.ulpfec_payload_type = ulpfec_pt
+        self.red_rtx_payload_type = red_rtx_pt
+        if not self.is_video:
+            self.red_recovery = RedRecovery()
+
+    def fec_ingress(self, ssrc: int) -> FecIngress:
+        """RED/ULPFEC handling of this video stream (made on its first RED packet: the SSRC
+        may be learnt only then)."""
+        ing = self._fec
+        if ing is None or ing.ssrc != ssrc:
+            ing = self._fec = FecIngress(ssrc, self.ulpfec_payload_type)
+        return ing
+
+    def is_rtx_payload_type(self, pt: int) -> bool:
+        return pt == self.rtx_payload_type or (pt == self.red_rtx_payload_type
+                                               and pt is not None)
+
     # --- simulcast -----------------------------------------------------------------------
 
     @property
@@ -142,6 +183,9 @@ class Receiver:
         layer.upstream = self.upstream
         if self.nack is not None:
             layer.enable_nack(self.rtx_payload_type)
+        if self.red_payload_type is not None:
+            layer.enable_red(self.red_payload_type, self.ulpfec_payload_type,
+                             self.red_rtx_payload_type)
         self.layers.append(layer)
 
     def available(self, now: float) -> bool:

@@ -12,8 +12,10 @@ Loss comes from the viewer's RTCP receiver reports (`fraction_lost / 256`). Incr
 taken at once and decreases slowly (an EWMA), because a loss burst that outlives the report
 interval would otherwise hit a link just switched to no redundancy.
 
-A publisher that sends RED itself (Chromium with red negotiated) is passed through as is;
-`sfu.wire.red.primary_packet` strips it for viewers that did not negotiate RED.
+A publisher that sends RED itself (Chromium with red negotiated) is passed through as is to
+viewers that negotiated RED (never wrapped twice); for the others `RedRecovery` turns it
+back into plain Opus: the primary, and, for packets lost on the publisher's uplink, the
+earlier encodings the RED packets carry, so its redundancy helps every viewer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 from collections import deque
 
 from sfu.wire import red
-from sfu.wire.rtp import parse_header
+from sfu.wire.rtp import RtpHeader, parse_header
 
 CLEAN_LOSS = 0.005  # below this the link is clean: no redundancy at all
 
@@ -54,10 +56,19 @@ class RedEncoder:
         self.media_bytes = 0
         self.overhead_bytes = 0
         self.passed_through = 0
+        # Redundant blocks in the newest publisher RED packet passed through (None: the
+        # node wraps itself), so the distance in use can be reported either way.
+        self.passthrough_distance: int | None = None
 
     @property
     def distance(self) -> int:
         return self._distance
+
+    @property
+    def distance_in_use(self) -> int:
+        """Redundant copies per packet on the wire: the publisher's when passing through."""
+        d = self.passthrough_distance
+        return self._distance if d is None else d
 
     @property
     def loss(self) -> float | None:
@@ -143,6 +154,62 @@ class RedDecoder:
                 self.recovered += 1
             out.append((pt, ts, payload, i != last))
         return out
+
+
+class RedRecovery:
+    """A publisher's Opus RED stream as plain Opus packets, lost ones rebuilt from the
+    redundant blocks of later packets (one Receiver's, in arrival order).
+
+    Chromium's redundant blocks are the packets sent just before, oldest first, so the
+    newest redundant block is seq - 1, the one before it seq - 2, and so on (with DTX too:
+    the RTP timestamp jumps, the seq does not). Counter: `recovered`.
+    """
+
+    def __init__(self, window: int = 256) -> None:
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+        self._window = window
+        self._highest: int | None = None
+        self.recovered = 0
+
+    def on_packet(self, data: bytes, hdr: RtpHeader) -> list[bytes]:
+        """Plain Opus packets for RED packet `data`: rebuilt older ones first, then its
+        primary; nothing already delivered. Raises RedError when malformed."""
+        redundant, primary = red.decode(memoryview(data)[hdr.payload_start : hdr.payload_end])
+        seq = hdr.seq
+        out: list[bytes] = []
+        h = self._highest
+        if h is not None and (seq - h) & 0xFFFF >= 0x8000 and (h - seq) & 0xFFFF > self._window:
+            return []  # far behind everything: a stale duplicate
+        head = data[2 : hdr.payload_start]
+        b0 = data[0] & 0xDF
+        for back, block in enumerate(reversed(redundant), 1):
+            old = (seq - back) & 0xFFFF
+            behind = (h - old) & 0xFFFF if h is not None else 0
+            if h is None or old in self._seen or self._window <= behind < 0x8000:
+                continue  # delivered, or too old to matter (or nothing known yet)
+            ts = (hdr.timestamp - block.timestamp_offset) & 0xFFFF_FFFF
+            # Same SSRC, CSRCs and extensions; marker clear; its own seq and timestamp.
+            pkt = bytearray(bytes((b0, block.payload_type & 0x7F)) + head + block.data)
+            pkt[2:4] = old.to_bytes(2, "big")
+            pkt[4:8] = ts.to_bytes(4, "big")
+            self._mark(old)
+            self.recovered += 1
+            out.append(bytes(pkt))
+        out.reverse()  # oldest first
+        if seq not in self._seen:
+            self._mark(seq)
+            b1 = (data[1] & 0x80) | primary.payload_type
+            out.append(bytes((b0, b1)) + head + primary.data)
+        if h is None or 0 < (seq - h) & 0xFFFF < 0x8000:
+            self._highest = seq
+        return out
+
+    def _mark(self, seq: int) -> None:
+        self._seen.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self._window:
+            self._seen.discard(self._order.popleft())
 
 
 def _ts_newer(a: int, b: int) -> bool:

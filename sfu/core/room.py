@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sfu.core.downtrack import DownTrack
 from sfu.core.receiver import Receiver
-from sfu.negotiate import extension_map, match_codec, repair_codecs
+from sfu.negotiate import extension_map, fec_codecs, match_codec, repair_codecs
 from sfu.sdp import Codec, Extmap
 
 
@@ -131,6 +131,7 @@ class Room:
         slot.downtrack.bind(receiver, codec.payload_type, ext, publisher_ids, now)
         rtx_pt, red_pt = repair_codecs(codec, slot.codecs)
         slot.downtrack.configure_repair(
-            nack="nack" in codec.rtcp_fb, rtx_pt=rtx_pt, red_pt=red_pt
+            nack="nack" in codec.rtcp_fb, rtx_pt=rtx_pt, red_pt=red_pt,
+            fec=fec_codecs(slot.codecs) if slot.downtrack.kind == "video" else None,
         )
         return True

@@ -19,6 +19,7 @@ from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from sfu.core.downtrack import DownTrack
+from sfu.core.fecingress import Skip
 from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.core.twcc import FeedbackGenerator
@@ -279,7 +280,10 @@ class Peer:
                     return
                 try:
                     _, plain = rtx.unwrap(
-                        plain, media_ssrc=receiver.ssrc, media_pt=receiver.payload_type
+                        plain, media_ssrc=receiver.ssrc,
+                        media_pt=receiver.red_payload_type
+                        if hdr.payload_type == receiver.red_rtx_payload_type
+                        and receiver.red_payload_type is not None else receiver.payload_type,
                     )
                     hdr = parse_header(plain)
                 except RtpError:
@@ -290,14 +294,17 @@ class Peer:
         kind = receiver.info.kind
         m.packets_in[kind] += 1
         m.bytes_in[kind] += len(data)
-        if hdr.payload_type != receiver.payload_type:
-            m.drop("unknown_payload_type")
-            return
         gen = receiver.nack
         if retransmission and (gen is None or not gen.is_missing(hdr.seq)):
             # RTX the node did not ask for: the publisher's bandwidth probes replay old
             # packets on the RTX stream. Forwarding them would only duplicate.
             m.recovery["rtx_unrequested"] += 1
+            return
+        if hdr.payload_type != receiver.payload_type:
+            if hdr.payload_type == receiver.red_payload_type:
+                self._on_red(receiver, plain, hdr, retransmission, now)
+            else:
+                m.drop("unknown_payload_type")
             return
         key = receiver.on_rtp(plain, hdr, now)
         if retransmission:
@@ -311,10 +318,83 @@ class Peer:
             at = gen.get_timer()
             if at is not None and (self._nack_at is None or at < self._nack_at):
                 self._arm_nack(at)
+        self._fan_out(receiver, kind, plain, hdr, key, now, retransmission=retransmission)
+
+    def _fan_out(self, receiver: Receiver, kind: str, plain: bytes, hdr: RtpHeader, key: bool,
+                 now: float, red_mode: int = 0, retransmission: bool = False) -> None:
+        """Relay one accepted packet to cascade edges (plain packets only: edges get plain
+        Opus and the plain video the node rebuilt, and run their own RED/FEC), then send it
+        to this node's down-tracks (see `fan_out` for `red_mode`)."""
         relay = receiver.relay
-        if relay is not None:
+        if relay is not None and red_mode != 1:
             relay(plain, hdr, retransmission, now)
-        fan_out(self.node, receiver, plain, hdr, key, now)
+        fan_out(self.node, receiver, plain, hdr, key, now, red_mode)
+
+    def _on_red(self, receiver: Receiver, plain: bytes, hdr: RtpHeader, retransmission: bool,
+                now: float) -> None:
+        """A publisher's RED packet: Opus RED is passed on (stripped for viewers without
+        RED); video RED is unwrapped, ULPFEC in it rebuilds lost packets, and the plain
+        packets are forwarded (viewers get the node's own RED/FEC, not the publisher's)."""
+        m = self.node.metrics
+        kind = receiver.info.kind
+        rec = receiver.red_recovery
+        if rec is not None:  # Opus in RED
+            m.recovery["red_in"] += 1
+            receiver.on_rtp(plain, hdr, now)
+            try:
+                plains = rec.on_packet(plain, hdr)
+            except RtpError:  # RedError
+                m.drop("rtp_malformed")
+                return
+            for p in plains:
+                ph = parse_header(p)
+                if ph.seq != hdr.seq:
+                    m.recovery["red_recovered"] += 1
+                self._fan_out(receiver, kind, p, ph, False, now, red_mode=2)
+            if plains and parse_header(plains[-1]).seq == hdr.seq:
+                self._fan_out(receiver, kind, plain, hdr, False, now, red_mode=1)
+            return
+        receiver.account(hdr, len(plain), now)
+        try:
+            act = receiver.fec_ingress(hdr.ssrc).on_packet(
+                plain, hdr, retransmission, now, inspect=receiver, nack=receiver.nack)
+        except RtpError:  # RedError, FecError
+            m.drop("rtp_malformed")
+            return
+        if act.fec:
+            m.recovery["fec_in"] += 1
+        for step in act.steps:
+            if isinstance(step, Skip):
+                self._skip_fec_seqs(receiver, step, now)
+                continue
+            if step.recovered:
+                m.recovery["fec_recovered"] += 1
+            if step.keyframe and receiver.pending:
+                receiver.promote_pending(now)
+            self._fan_out(receiver, kind, step.data, step.hdr, step.keyframe, now)
+        gen = receiver.nack
+        if gen is not None:
+            at = gen.get_timer()
+            if at is not None and (self._nack_at is None or at < self._nack_at):
+                self._arm_nack(at)
+
+    def _skip_fec_seqs(self, receiver: Receiver, skip: Skip, now: float) -> None:
+        """Publisher seqs that held FEC (received, or known lost): nothing is forwarded for
+        them; viewers' streams close them, or get padding in their slot."""
+        m = self.node.metrics
+        m.recovery["fec_lost_in"] += skip.lost
+        for seq, ts in skip.seqs:
+            for dt in receiver.downtracks:
+                fill = dt.skip(seq, ts, now)
+                if fill is None:
+                    continue
+                sink = dt.sink
+                if sink.local:
+                    continue
+                if dt.history is not None:
+                    dt.history.push((fill[2] << 8) | fill[3], fill, now)
+                sink.send_rtp(fill, "fill")
+                m.recovery["fec_fill_out"] += 1
 
     def _learn_ssrc(self, plain: bytes, hdr: Any) -> Receiver | None:
         """Bind an SSRC the offer did not declare: by RID and MID extensions, else by PT.
@@ -335,11 +415,11 @@ class Peer:
             if self.rrid_ext_id in elements and rid is None:
                 rrid = elements[self.rrid_ext_id].decode("ascii", "replace")
                 layer = self._layer_by_rid(mid, rrid)
-                if layer is not None and layer.rtx_payload_type == hdr.payload_type:
+                if layer is not None and layer.is_rtx_payload_type(hdr.payload_type):
                     self.add_rtx_ssrc(hdr.ssrc, layer)
                     return layer
         if rid is None and mid is None:
-            owners = [r for r in self.receivers if r.rtx_payload_type == hdr.payload_type
+            owners = [r for r in self.receivers if r.is_rtx_payload_type(hdr.payload_type)
                       and r.rtx_ssrc is None and not r.simulcast]
             if len(owners) == 1 and owners[0].ssrc != hdr.ssrc:
                 self.add_rtx_ssrc(hdr.ssrc, owners[0])
@@ -357,7 +437,8 @@ class Peer:
         if receiver is None and rid is None:
             candidates = [
                 r for r in self.receivers
-                if r.ssrc is None and r.payload_type == hdr.payload_type and not r.simulcast
+                if r.ssrc is None and not r.simulcast
+                and hdr.payload_type in (r.payload_type, r.red_payload_type)
             ]
             if len(candidates) == 1:
                 receiver = candidates[0]
@@ -483,11 +564,19 @@ class Peer:
             dt.rtt = rtt
             if dt.responder is not None:
                 dt.responder.set_rtt(rtt)
-        loss = block.fraction_lost / 256
+        loss = dt.loss = block.fraction_lost / 256
         if dt.responder is not None:
             dt.responder.set_loss(loss, now)
         if dt.red is not None:
             dt.red.set_loss(loss, now)
+        fec = dt.fec
+        if fec is not None:
+            if rtt is not None:
+                fec.set_rtt(rtt)
+            before = fec.protection
+            fec.set_loss(loss, now)
+            if (fec.protection > 0) != (before > 0):
+                self.node.metrics.recovery["fec_on" if fec.protection > 0 else "fec_off"] += 1
         if self.bwe is not None:
             self.bwe.on_report(loss, rtt, now)
         self.node.metrics.viewer_loss[dt.kind] = loss
@@ -563,19 +652,24 @@ class Peer:
 
 
 def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: bool,
-            now: float) -> None:
-    """Forward one accepted packet of `receiver` to its down-tracks (rewrite, keep in
-    History, SRTP protect, send). Shared by local publishers (Peer.on_srtp) and cascaded
-    ones (sfu.cascade.remote), so an edge's viewers get exactly the local path."""
+            now: float, red_mode: int = 0) -> None:
+    """Forward one accepted packet of `receiver` to its down-tracks (rewrite, FEC, keep in
+    History, SRTP protect, send): to all of them (mode 0), or for a publisher's Opus RED
+    stream, the RED packet to viewers with RED (1) or a plain Opus packet made from it to
+    viewers without (2). Shared by local publishers (Peer.on_srtp) and cascaded ones
+    (sfu.cascade.remote), so an edge's viewers get exactly the local path."""
     m = node.metrics
     kind = receiver.info.kind
     sock = node.sock
     if sock is None:
         return
+    red_in = red_mode == 1
     # The per-viewer steps are spelled out here rather than layered through helper
     # calls: this loop runs once per packet per viewer and dominates the node's CPU.
     sent = sent_bytes = 0
     for dt in receiver.downtracks:
+        if red_mode and (dt.red is None) == red_in:
+            continue
         out = dt.forward(plain, hdr, key, now)
         if out is None:
             continue
@@ -587,12 +681,20 @@ def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: b
                 continue
             m.drop("not_connected")
             continue
+        fec = dt.fec
+        extra = None
+        if fec is not None:
+            # Video to a viewer that negotiated red+ulpfec: FEC per policy, protecting
+            # the plain packet (as the viewer sees it after RED), which then goes in RED.
+            extra = fec.on_packet(out, now)
+            if fec.active:
+                out = fec.wrap(out)
         if dt.history is not None:
             # Kept by outgoing seq so the viewer's NACKs can be answered.
             dt.history.push((out[2] << 8) | out[3], out, now, hdr.seq)
             dt.responder.on_media(len(out), now)
         elif dt.red is not None:
-            out = dt.red.encode(out, now)
+            out = dt.red_passthrough(out) if red_in else dt.red.encode(out, now)
         enc = tx.protect(out)
         try:
             sock.sendto(enc, sink.addr)
@@ -604,6 +706,12 @@ def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: b
             continue
         sent += 1
         sent_bytes += len(enc)
+        if extra:
+            for f in extra:
+                if dt.history is not None:
+                    dt.history.push((f[2] << 8) | f[3], f, now)
+                sink.send_rtp(f, "fec")
+            m.recovery["fec_sent"] += len(extra)
     if sent:
         m.packets_out[kind] += sent
         m.bytes_out[kind] += sent_bytes

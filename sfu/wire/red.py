@@ -108,6 +108,24 @@ def primary_packet(data: bytes, hdr: RtpHeader) -> bytes:
     return bytes((b0, b1)) + data[2 : hdr.payload_start] + primary.data
 
 
+def set_block_types(buf: bytearray, start: int, payload_type: int) -> int:
+    """Give every block of the RED payload at `buf[start:]` `payload_type` (a RED stream
+    passed on to a receiver that numbers the codec differently); returns the number of
+    redundant blocks. Raises RedError when the headers run past the end."""
+    pos = start
+    n = len(buf)
+    blocks = 0
+    while True:
+        if pos >= n:
+            raise RedError("RED payload ends inside its block headers")
+        b = buf[pos]
+        buf[pos] = (b & 0x80) | (payload_type & 0x7F)
+        if not b & 0x80:
+            return blocks
+        blocks += 1
+        pos += 4
+
+
 def header_size(blocks: int) -> int:
     """Bytes of RED block headers for `blocks` redundant encodings plus the primary."""
     return 4 * blocks + 1

@@ -215,6 +215,17 @@ def test_serve_env_provides_defaults_and_flags_override(
     assert "http://10.1.1.1:9100/whip/{room}" in out
     assert "198.51.100.9" in out
     assert "dev token" not in out  # production mode
+    assert (settings.viewer_fec, settings.publish_fec, settings.publish_red) == (
+        True, False, False)
+
+
+def test_serve_loss_recovery_flags(tmp_path: Path, fake_node: list[Settings]) -> None:
+    code = main(["serve", "--data-dir", str(tmp_path), "--no-viewer-fec", "--publish-fec",
+                 "--publish-red"])
+    assert code == 0
+    [settings] = fake_node
+    assert (settings.viewer_fec, settings.publish_fec, settings.publish_red) == (
+        False, True, True)
 
 
 def test_serve_banner_in_dev_mode(

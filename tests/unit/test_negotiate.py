@@ -14,10 +14,12 @@ from sfu.negotiate import (
     EXT_VIDEO_ORIENTATION,
     check_transport,
     extension_map,
+    fec_codecs,
     h264_profile,
     match_codec,
     negotiate_publish,
     negotiate_subscribe,
+    primary_codec,
     subscribe_twcc_id,
 )
 from sfu.sdp import Codec, Extmap, MediaSection, SdpError, parse
@@ -333,3 +335,49 @@ def test_extension_map_only_forwardable_uris() -> None:
 def test_extension_map_empty() -> None:
     assert extension_map([], [Extmap(1, EXT_AUDIO_LEVEL)]) == {}
     assert extension_map([Extmap(1, EXT_AUDIO_LEVEL)], []) == {}
+
+
+# --- red / ulpfec ------------------------------------------------------------------------
+
+_VP8 = Codec(96, "VP8", 90000, 1, {}, ["nack", "nack pli", "goog-remb"])
+_VP8_RTX = Codec(97, "RTX", 90000, 1, {"apt": "96"})
+_RED = Codec(116, "RED", 90000)
+_RED_RTX = Codec(117, "RTX", 90000, 1, {"apt": "116"})
+_ULPFEC = Codec(118, "ULPFEC", 90000)
+
+
+def _recv(section: MediaSection) -> MediaSection:
+    section.direction = "recvonly"
+    return section
+
+
+def test_subscribe_video_answers_red_ulpfec_and_reds_rtx_together() -> None:
+    neg = negotiate_subscribe(_recv(_video(_VP8, _VP8_RTX, _RED, _RED_RTX, _ULPFEC)))
+    assert [c.payload_type for c in neg.codecs] == [96, 97, 116, 118, 117]
+    assert fec_codecs(neg.codecs) == (116, 118, 117)
+    # Switched off, or without RED's RTX while RTX is negotiated: none of the three.
+    off = negotiate_subscribe(_recv(_video(_VP8, _VP8_RTX, _RED, _RED_RTX, _ULPFEC)),
+                              video_fec=False)
+    assert [c.payload_type for c in off.codecs] == [96, 97] and fec_codecs(off.codecs) is None
+    no_rtx = negotiate_subscribe(_recv(_video(_VP8, _VP8_RTX, _RED, _ULPFEC)))
+    assert [c.payload_type for c in no_rtx.codecs] == [96, 97]
+    # RED alone (no ULPFEC) is not answered for video: libwebrtc sends neither then.
+    assert fec_codecs(negotiate_subscribe(_recv(_video(_VP8, _RED))).codecs) is None
+    assert [c.payload_type for c in negotiate_subscribe(_recv(_video(_VP8, _RED, _ULPFEC))
+                                                        ).codecs] == [96, 116, 118]
+
+
+def test_publish_answers_red_and_ulpfec_only_when_switched_on() -> None:
+    video = _video(_VP8, _VP8_RTX, _RED, _RED_RTX, _ULPFEC)
+    assert [c.payload_type for c in negotiate_publish(video).codecs] == [96, 97]
+    neg = negotiate_publish(video, video_fec=True)
+    assert [c.payload_type for c in neg.codecs] == [96, 97, 116, 118, 117]
+    assert primary_codec(neg.codecs).name == "VP8"
+
+
+def test_publish_opus_red_goes_before_opus_so_libwebrtc_sends_it() -> None:
+    audio = parse(WHIP_OFFER).media[0]
+    assert [c.name for c in negotiate_publish(audio).codecs] == ["OPUS"]
+    neg = negotiate_publish(audio, audio_red=True)
+    assert [(c.payload_type, c.name) for c in neg.codecs] == [(63, "RED"), (111, "OPUS")]
+    assert primary_codec(neg.codecs).payload_type == 111

@@ -203,3 +203,34 @@ def test_long_run_with_alternate_drops_stays_contiguous() -> None:
             assert m.rewrite(old_seq, old_ts, now=i / 1000) == old_out
             assert m.rewrite((old_seq + 1) % 65536, old_ts, now=i / 1000) is None
     assert m.last_out_seq == (next_out - 1) % 65536
+
+
+def test_insert_takes_the_slots_after_the_newest_and_shifts_later_packets() -> None:
+    m = RtpMunger(CLOCK, seq_start=65_534, ts_start=0)
+    assert m.insert(2) is None  # no packet yet: nothing to follow
+    assert m.rewrite(10, 0, now=0.0) == (65_534, 0)
+    assert m.rewrite(12, 0, now=0.0) == (0, 0)  # 11 lost upstream: its slot 65535 is kept
+    assert m.insert(2) == 1  # output wraps: slots 1 and 2
+    assert m.last_out_seq == 2
+    assert m.rewrite(13, FRAME, now=0.1) == (3, FRAME)
+    assert m.rewrite(11, 0, now=0.2) == (65_535, 0)  # the late packet keeps its own slot
+    assert m.rewrite(14, FRAME, now=0.2) == (4, FRAME)
+
+
+def test_insert_after_a_closed_gap_and_many_frames_stays_contiguous() -> None:
+    m = RtpMunger(CLOCK, seq_start=0, ts_start=0)
+    out = []
+    seq = 0
+    for frame_no in range(5000):  # more frames than the window: old shifts are pruned
+        for _ in range(3):
+            got = m.rewrite(seq, frame_no * FRAME, now=frame_no / 30)
+            assert got is not None
+            out.append(got[0])
+            seq = (seq + 1) & 0xFFFF
+        m.drop(seq)  # the publisher's own FEC packet: closed
+        seq = (seq + 1) & 0xFFFF
+        first = m.insert(1)
+        assert first is not None
+        out.append(first)
+    assert out == [i & 0xFFFF for i in range(len(out))]
+    assert len(m._thresholds) < 32_768 // 4 + 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.core.redundancy import RedDecoder, RedEncoder
+from sfu.core.redundancy import RedDecoder, RedEncoder, RedRecovery
 from sfu.wire import red
 from sfu.wire.rtp import build_packet, parse_header
 
@@ -83,3 +83,25 @@ def test_decoder_recovers_each_timestamp_once_under_every_loss_pattern_of_two() 
                 got += [ts // 960 for _, ts, _, _ in d.decode(pkt, 0.0)]
             assert sorted(got) == list(range(8)), lost
             assert len(got) == 8 and d.recovered == len(lost)
+
+
+def _opus(seq: int, ts: int, payload: bytes) -> bytes:
+    return build_packet(payload_type=111, seq=seq, timestamp=ts, ssrc=7, payload=payload,
+                        extensions=[(1, b"\x30")])
+
+
+def test_red_recovery_rebuilds_uplink_losses_for_viewers_without_red() -> None:
+    enc = RedEncoder(63, initial_distance=2)
+    plain = [_opus(100 + i, 960 * i, bytes([i]) * (20 + i)) for i in range(6)]
+    wire = [enc.encode(p, 0.0) for p in plain]
+    rec = RedRecovery()
+    got: list[bytes] = []
+    for i, w in enumerate(wire):
+        if i in (2, 3):
+            continue  # lost on the uplink
+        got += rec.on_packet(w, parse_header(w))
+    # 102 and 103 come back from 104's and 105's redundancy, each once, oldest first.
+    assert [parse_header(p).seq for p in got] == [100, 101, 102, 103, 104, 105]
+    assert got == plain  # byte for byte: header, extensions, timestamp, payload
+    assert rec.recovered == 2
+    assert rec.on_packet(wire[5], parse_header(wire[5])) == []  # a duplicate

@@ -55,3 +55,14 @@ def test_wrap_unwrap_and_primary_packet() -> None:
     assert (oh.payload_type, oh.seq, oh.timestamp, oh.marker) == (63, 9, 10_000, True)
     assert red.unwrap(out, oh) == [(111, 9040, b"old"), (111, 10_000, b"opus")]
     assert red.primary_packet(out, oh) == pkt
+
+
+def test_set_block_types_renumbers_every_block_and_counts_the_redundant_ones() -> None:
+    payload = red.encode(111, b"p", [red.RedBlock(111, 960, b"a"), red.RedBlock(111, 480, b"b")])
+    buf = bytearray(b"\x00" * 12 + payload)
+    assert red.set_block_types(buf, 12, 109) == 2
+    blocks, primary = red.decode(bytes(buf[12:]))
+    assert [b.payload_type for b in blocks] == [109, 109] and primary.payload_type == 109
+    assert [(b.timestamp_offset, b.data) for b in blocks] == [(960, b"a"), (480, b"b")]
+    with pytest.raises(red.RedError):
+        red.set_block_types(bytearray(b"\x80\x00\x00\x00"), 0, 109)  # headers never end
