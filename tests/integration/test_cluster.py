@@ -35,6 +35,19 @@ class RecordingCascade:
     async def unsubscribe(self, room: str) -> None:
         self.unsubscribed.append(room)
 
+    # What the node itself calls on its cascade (sfu.cascade.Cascade): nothing to do here.
+    async def stop(self) -> None:
+        pass
+
+    def tracks_changed(self, room: Any) -> None:
+        pass
+
+    def on_sender_report(self, receiver: Any, sr: Any) -> None:
+        pass
+
+    def relayed(self, track: Any) -> bool:
+        return False
+
 
 async def start_node(settings: Any, node_id: str, cascade: bool) -> Any:
     from sfu.node import Node
