@@ -75,20 +75,43 @@ def spread(viewers: int, nodes: int) -> list[int]:
     return counts
 
 
-def projection(node_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Viewers each node would hold on a core of its own, by linear extrapolation (pure).
+def fit_node_cost(points: list[tuple[int, float]]) -> dict[str, float] | None:
+    """Least-squares ``cpu_percent = fixed + per_viewer x viewers`` over one node's runs (pure).
 
-    ``viewers x 100 / cpu_percent`` per node, summed. The node's fixed costs (the origin's
-    ingest and relay per edge, an edge's cascade receive) are scaled as if they were per
-    viewer, so this slightly under-counts; it ignores everything but CPU.
+    ``points`` are (viewers, cpu_percent) of the same node over several runs. None with fewer
+    than two distinct viewer counts or a non-positive slope (nothing to extrapolate from).
     """
-    per_node: dict[str, int] = {}
-    for node_id, row in node_rows.items():
-        cpu, viewers = row.get("cpu_percent"), row.get("viewers")
-        if cpu and viewers:
-            per_node[node_id] = int(viewers * 100 / cpu)
-    return {"viewers_per_node_at_one_core": per_node,
-            "total": sum(per_node.values()) if per_node else None}
+    if len({v for v, _ in points}) < 2:
+        return None
+    n = len(points)
+    mx = sum(v for v, _ in points) / n
+    my = sum(c for _, c in points) / n
+    sxx = sum((v - mx) ** 2 for v, _ in points)
+    slope = sum((v - mx) * (c - my) for v, c in points) / sxx
+    if slope <= 0:
+        return None
+    fixed = max(0.0, my - slope * mx)
+    return {"fixed_percent": round(fixed, 2), "percent_per_viewer": round(slope, 4),
+            "viewers_at_one_core": int((100 - fixed) / slope) if fixed < 100 else 0}
+
+
+def projection(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Viewers each node would hold on a core of its own, from its CPU over the runs (pure).
+
+    Per node, :func:`fit_node_cost` over every run that has that node's viewers and CPU; the
+    total adds the nodes up. CPU only: latency, the network and the clients are left out.
+    """
+    points: dict[str, list[tuple[int, float]]] = {}
+    for r in runs:
+        for node_id, row in (r.get("nodes") or {}).items():
+            if row.get("viewers") is not None and row.get("cpu_percent") is not None:
+                points.setdefault(node_id, []).append((int(row["viewers"]),
+                                                       float(row["cpu_percent"])))
+    fits = {node_id: fit_node_cost(p) for node_id, p in points.items()}
+    per_node = {k: f for k, f in fits.items() if f is not None}
+    total = (sum(int(f["viewers_at_one_core"]) for f in per_node.values())
+             if per_node and len(per_node) == len(fits) else None)
+    return {"per_node": per_node, "viewers_at_one_core_per_node_total": total}
 
 
 def ratio(cluster: int, single: int) -> float | None:
@@ -263,11 +286,9 @@ async def _one_cluster(http: aiohttp.ClientSession, opts: ClusterOptions, count:
             s = await search_max(target, sopts, stream, cert, http, None, nodes=refs,
                                  viewer_url=url_of, time_budget=budget)
             row["search"] = s
-            at = s.get("at_max") or {}
             row["max_viewers"] = s["max_subscribers"]
             row["spread_at_max"] = spread(s["max_subscribers"], count)
-            if at.get("nodes"):
-                row["projection_one_core_per_node"] = projection(at["nodes"])
+            row["projection_one_core_per_node"] = projection(s["runs"])
         else:
             r = await run_load(target, Scenario(1, opts.subscribers, opts.duration,
                                                 opts.warmup, opts.client_procs),
@@ -276,8 +297,6 @@ async def _one_cluster(http: aiohttp.ClientSession, opts: ClusterOptions, count:
             print("  " + node_line(r))
             row["result"] = r
             row["spread"] = spread(opts.subscribers, count)
-            if r.get("nodes"):
-                row["projection_one_core_per_node"] = projection(r["nodes"])
     return row
 
 
@@ -341,13 +360,17 @@ def summary(results: dict[str, Any]) -> list[str]:
                          f"{row['spread_at_max']}")
             if at.get("nodes"):
                 lines.append("  at max: " + node_line(at))
-        if row.get("projection_one_core_per_node"):
-            lines.append(f"  one core per node, linear: "
-                         f"{row['projection_one_core_per_node']}")
+        proj = row.get("projection_one_core_per_node") or {}
+        if proj.get("per_node"):
+            fits = ", ".join(f"{k}: {f['fixed_percent']} % + {f['percent_per_viewer']} % per "
+                             f"viewer -> {f['viewers_at_one_core']}"
+                             for k, f in proj["per_node"].items())
+            lines.append(f"  CPU fit per node (one core each): {fits}; total "
+                         f"{proj['viewers_at_one_core_per_node_total']}")
     if results.get("ratio_cluster_to_single") is not None:
-        lines.append(f"cluster / single: {results['ratio_cluster_to_single']} "
-                     f"(all {sum(r['nodes'] for r in results['runs'][-1:])} nodes, the "
-                     f"publisher and the viewers share {results['cpus']} cores)")
+        lines.append(f"cluster / single: {results['ratio_cluster_to_single']} (the "
+                     f"{results['runs'][-1]['nodes']} nodes, redis, the publisher and the "
+                     f"viewers share this machine's {results['cpus']} cores)")
     return lines
 
 
