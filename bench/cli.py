@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_sim_commands(args)
     if args.command == "simulcast":
         return _run_simulcast(args)
-    if args.command in ("load", "compare", "replay"):
+    if args.command in ("load", "compare", "replay", "cluster-load"):
         return _run_load_commands(args)
     if args.command == "record":
         from bench.recording import main as record_main

@@ -194,6 +194,7 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
 class _Sub:
     room: str
     peer: Any  # RawPeer
+    url: str  # the node it joins through (WHEP)
 
 
 async def _worker_async(conn: multiprocessing.connection.Connection, target: Target) -> None:
@@ -210,16 +211,16 @@ async def _worker_async(conn: multiprocessing.connection.Connection, target: Tar
         while True:
             cmd, arg = await loop.run_in_executor(None, conn.recv)
             if cmd == "connect":
-                specs: list[tuple[RoomSpec, str]] = arg
+                specs: list[tuple[RoomSpec, str, str]] = arg  # room, name, node URL
                 if target.kind == "janus" and janus_session is None:
                     from bench.janus import JanusSession
 
                     janus_session = JanusSession(http, target.url)
                     await janus_session.create()
                 errors: list[str] = []
-                new = [_Sub(spec.name, RawPeer(cert, publish=False, name=name))
-                       for spec, name in specs]
-                by_name = {spec.name: spec for spec, _ in specs}
+                new = [_Sub(spec.name, RawPeer(cert, publish=False, name=name), url or target.url)
+                       for spec, name, url in specs]
+                by_name = {spec.name: spec for spec, _, _ in specs}
 
                 async def connect(s: _Sub, spec: RoomSpec, session: Any) -> None:
                     if target.kind == "janus":
@@ -228,7 +229,7 @@ async def _worker_async(conn: multiprocessing.connection.Connection, target: Tar
                         await subscribe(session, s.peer, spec.janus_room, spec.feed,
                                         target.bind_host)
                     else:
-                        await s.peer.connect(http, target.url, s.room,
+                        await s.peer.connect(http, s.url, s.room,
                                              token(target, s.room, s.peer.name, "subscribe"))
 
                 for i in range(0, len(new), CONNECT_BATCH):
@@ -445,6 +446,52 @@ def _forwarded(m: dict[str, float]) -> float:
     return sum(m.get(f'sfu_packets_out_total{{kind="{k}"}}', 0.0) for k in ("video", "audio"))
 
 
+@dataclass(frozen=True)
+class NodeRef:
+    """One node of a cluster under test: its id, base URL and CPU reader (if spawned here)."""
+
+    node_id: str
+    url: str
+    cpu: CpuReader | None = None
+
+
+def summed_cpu(readers: list[CpuReader]) -> CpuReader:
+    return lambda: sum(r() for r in readers)
+
+
+def _viewer_sessions(m: dict[str, float]) -> int:
+    return int(sum(v for k, v in m.items()
+                   if k.startswith('sfu_sessions_active{kind="whep"')))
+
+
+def _cascade(m: dict[str, float], event: str) -> float:
+    return m.get(f'sfu_cascade_events_total{{event="{event}"}}', 0.0)
+
+
+def node_rows(nodes: list[NodeRef], m0: list[dict[str, float] | None],
+              m1: list[dict[str, float] | None], cpu0: list[float | None],
+              cpu1: list[float | None], window: float, cpu_window: float
+              ) -> dict[str, dict[str, Any]]:
+    """Per node of a cluster run: CPU, packets to viewers, cascade packets, viewers (pure)."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, n in enumerate(nodes):
+        row: dict[str, Any] = {"url": n.url}
+        a, b = m0[i], m1[i]
+        if a is not None and b is not None:
+            fwd = _forwarded(b) - _forwarded(a)
+            row["viewers"] = _viewer_sessions(b)
+            row["forwarded_packets_per_second"] = round(fwd / window, 1)
+            row["cascade_packets_out_per_second"] = round(
+                (_cascade(b, "packets_out") - _cascade(a, "packets_out")) / window, 1)
+            row["cascade_packets_in_per_second"] = round(
+                (_cascade(b, "packets_in") - _cascade(a, "packets_in")) / window, 1)
+        c0, c1 = cpu0[i], cpu1[i]
+        if c0 is not None and c1 is not None and cpu_window > 0:
+            row["cpu_percent"] = round(100 * (c1 - c0) / cpu_window, 1)
+        out[n.node_id] = row
+    return out
+
+
 async def run_load(
     target: Target,
     sc: Scenario,
@@ -454,8 +501,17 @@ async def run_load(
     *,
     server_cpu: CpuReader | None = None,
     log: Callable[[str], None] = print,
+    nodes: list[NodeRef] | None = None,
+    viewer_url: Callable[[int], str] | None = None,
 ) -> dict[str, Any]:
-    """One measured run; returns a JSON-able dict (see module docstring)."""
+    """One measured run; returns a JSON-able dict (see module docstring).
+
+    With ``nodes`` (a cluster), forwarded packets and server CPU are summed over the nodes and
+    reported per node; ``viewer_url(i)`` is the node subscriber ``i`` of a room joins through
+    (default: the target).
+    """
+    if nodes and server_cpu is None and all(n.cpu is not None for n in nodes):
+        server_cpu = summed_cpu([n.cpu for n in nodes if n.cpu is not None])
     total = sc.rooms * sc.subscribers_per_room
     procs = sc.client_procs or auto_client_procs(total)
     res: dict[str, Any] = {
@@ -471,8 +527,8 @@ async def run_load(
         workers = Workers(target, procs)
         await pubs.connect(http, sc.rooms, budget)
         res["srtp_profile"] = pubs.pubs[0].srtp_profile if pubs.pubs else ""
-        subs = [(spec, f"sub{r}-{j}") for r, spec in enumerate(pubs.specs)
-                for j in range(sc.subscribers_per_room)]
+        subs = [(spec, f"sub{r}-{j}", viewer_url(j) if viewer_url else "")
+                for r, spec in enumerate(pubs.specs) for j in range(sc.subscribers_per_room)]
         t0 = time.monotonic()
         replies = await workers.ask([("connect", part) for part in split(subs, procs)],
                                     limit=connect_budget)
@@ -494,12 +550,14 @@ async def run_load(
         pubs.pause(True)
         await asyncio.sleep(SETTLE)
         m0 = await _metrics(http, target)
+        nm0 = [await _metrics(http, Target("node", n.url)) for n in nodes or []]
         s0 = await workers.all("snapshot")
         sent0 = pubs.sent()
         await workers.all("record", True)
         for p in pubs.pubs:
             p.send_times.clear()
         cpu0 = server_cpu() if server_cpu else None
+        ncpu0 = [n.cpu() if n.cpu else None for n in nodes or []]
         busy0 = machine_busy_seconds()
         wcpu0 = workers.cpu_seconds()
         mcpu0 = _own_cpu()
@@ -511,6 +569,7 @@ async def run_load(
         await asyncio.sleep(SETTLE)
         w2 = time.monotonic()
         cpu1 = server_cpu() if server_cpu else None
+        ncpu1 = [n.cpu() if n.cpu else None for n in nodes or []]
         busy1 = machine_busy_seconds()
         wcpu1 = workers.cpu_seconds()
         mcpu1 = _own_cpu()
@@ -518,6 +577,7 @@ async def run_load(
         s1 = await workers.all("snapshot")
         sent1 = pubs.sent()
         m1 = await _metrics(http, target)
+        nm1 = [await _metrics(http, Target("node", n.url)) for n in nodes or []]
         send_times = {spec.name: dict(p.send_times) for spec, p in zip(pubs.specs, pubs.pubs,
                                                                        strict=True)}
         pubs.pause(False)
@@ -537,7 +597,15 @@ async def run_load(
         res["received_packets"] = received
         res["loss_percent"] = round(100 * (1 - received / expected), 3) if expected else 100.0
         res["received_packets_per_second"] = round(received / window, 1)
-        if m0 is not None and m1 is not None:
+        if nodes:
+            res["nodes"] = node_rows(nodes, nm0, nm1, ncpu0, ncpu1, window, w2 - w0)
+        fwd: float
+        full = [(a, b) for a, b in zip(nm0, nm1, strict=True) if a is not None and b is not None]
+        if nodes and len(full) == len(nodes):
+            fwd = sum(_forwarded(b) - _forwarded(a) for a, b in full)
+            res["forwarded_source"] = ("every node's /metrics sfu_packets_out_total "
+                                       "(video+audio), summed")
+        elif m0 is not None and m1 is not None:
             fwd = _forwarded(m1) - _forwarded(m0)
             res["forwarded_source"] = "node /metrics sfu_packets_out_total (video+audio)"
         else:
@@ -702,19 +770,29 @@ def _stream_info(stream: Any) -> dict[str, Any]:
 
 
 async def search_max(target: Target, opts: Options, stream: Any, cert: Any,
-                     http: aiohttp.ClientSession, server_cpu: CpuReader | None
-                     ) -> dict[str, Any]:
-    """The search, over subscribers per room with ``opts.rooms`` rooms."""
+                     http: aiohttp.ClientSession, server_cpu: CpuReader | None,
+                     *, nodes: list[NodeRef] | None = None,
+                     viewer_url: Callable[[int], str] | None = None,
+                     time_budget: float = 0.0) -> dict[str, Any]:
+    """The search, over subscribers per room with ``opts.rooms`` rooms.
+
+    ``time_budget`` (seconds, 0 = none): no new step starts once it is spent.
+    """
     s = Search(start=opts.search_start, limit=opts.search_limit,
                max_steps=opts.search_max_steps)
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
+    out_of_time = False
     while (n := s.next()) is not None:
+        if time_budget and time.monotonic() - started >= time_budget:
+            out_of_time = True
+            print(f"search: time budget of {time_budget:g} s spent, stopping")
+            break
         print(f"search step {len(s.steps) + 1}: {opts.rooms} room(s) x {n} subscribers")
         for attempt in range(1 + opts.search_retries):
             r = await run_load(target, Scenario(opts.rooms, n, opts.duration, opts.warmup,
                                                 opts.client_procs), stream, cert, http,
-                               server_cpu=server_cpu)
+                               server_cpu=server_cpu, nodes=nodes, viewer_url=viewer_url)
             r["attempt"] = attempt + 1
             print("  " + result_line(r))
             runs.append(r)
@@ -735,6 +813,7 @@ async def search_max(target: Target, opts: Options, stream: Any, cert: Any,
         "max_subscribers": s.best * opts.rooms,
         "first_failing": s.first_fail,
         "retries_per_failing_step": opts.search_retries,
+        "stopped_by_time_budget": out_of_time,
         "subscribers_per_core_extrapolated_at_max": per_core_at_max,
         "at_max": best,
         "runs": runs,
@@ -1012,6 +1091,36 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cmp_.add_argument("--out", type=Path, default=Path("bench-results/compare.json"),
                       help="JSON results (default bench-results/compare.json)")
 
+    cl = sub.add_parser(
+        "cluster-load", help="viewers of one show a loopback cluster (redis + N nodes, "
+        "cascade on) holds, optionally against one node in the same run")
+    cl.add_argument("--nodes", type=_count(1, 5), default=3, help="nodes (default 3)")
+    cl.add_argument("--subscribers", type=_count(1, MAX_SUBSCRIBERS), default=30,
+                    help="viewers of the room without --search (default 30)")
+    cl.add_argument("--duration", type=_seconds, default=6.0,
+                    help="measured window, seconds (default 6)")
+    cl.add_argument("--warmup", type=_seconds, default=2.0, help="warm-up, s (default 2)")
+    cl.add_argument("--client-procs", type=_count(0, 16), default=0,
+                    help="subscriber processes (default auto)")
+    cl.add_argument("--search", action="store_true",
+                    help="find the most viewers with p99 added latency < "
+                    f"{LATENCY_P99_LIMIT_MS:g} ms and loss < {LOSS_LIMIT_PERCENT:g} %%")
+    cl.add_argument("--compare", action="store_true",
+                    help="first the same on a one-node cluster, then on --nodes; print the ratio")
+    cl.add_argument("--search-start", type=_count(1, MAX_SUBSCRIBERS), default=10,
+                    help="first count of the search (default 10)")
+    cl.add_argument("--search-limit", type=_count(1, MAX_SUBSCRIBERS), default=640,
+                    help="largest count tried (default 640)")
+    cl.add_argument("--search-steps", type=_count(1, 20), default=7,
+                    help="at most this many measured steps per search (default 7)")
+    cl.add_argument("--search-retries", type=_count(0, 3), default=1,
+                    help="re-measure a failing step this many times (default 1)")
+    cl.add_argument("--max-seconds", type=_count(30, 3600), default=540,
+                    help="time budget of the whole run: no new search step starts once a "
+                    "search's share is spent (default 540)")
+    cl.add_argument("--out", type=Path, default=Path("bench-results/cluster-load.json"),
+                    help="JSON results (default bench-results/cluster-load.json)")
+
     from bench.replay import add_command
 
     add_command(sub)
@@ -1027,6 +1136,20 @@ def run_command(args: argparse.Namespace) -> int:
             warmup=args.warmup, url=args.url, spawn=args.spawn, client_procs=args.client_procs,
             search=args.search, search_start=args.search_start, search_limit=args.search_limit,
             search_max_steps=args.search_steps, search_retries=args.search_retries,
+            out=args.out))
+    if args.command == "cluster-load":
+        from bench.cluster_load import ClusterOptions
+        from bench.cluster_load import main as cluster_main
+
+        if args.search and args.search_start > args.search_limit:
+            print("error: --search-start must be <= --search-limit", file=sys.stderr)
+            return 2
+        return cluster_main(ClusterOptions(
+            nodes=args.nodes, subscribers=args.subscribers, duration=args.duration,
+            warmup=args.warmup, client_procs=args.client_procs, search=args.search,
+            compare=args.compare, search_start=args.search_start,
+            search_limit=args.search_limit, search_max_steps=args.search_steps,
+            search_retries=args.search_retries, max_seconds=float(args.max_seconds),
             out=args.out))
     if args.command == "compare":
         return compare_main(CompareOptions(

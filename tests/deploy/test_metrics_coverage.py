@@ -2,18 +2,22 @@
 
 A node (tests/conftest.py fixture) gets a little traffic first so that labelled series exist:
 a WHIP publisher, a WHEP player with a commerce datachannel (a cart event and an order), a
-refused request and a DELETE.
+refused request and a DELETE. The node runs as a one-node cluster with the cascade on (a real
+redis-server, a cascade port), since the sfu_cluster_* and cascade series exist only then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bench.clients.media import SyntheticVideoTrack, ToneAudioTrack
 from bench.clients.whip import whep_play, whip_publish
@@ -25,9 +29,28 @@ from tests.deploy.helpers import (
     load_dashboard,
     metric_names,
 )
+from tests.e2e.cluster_harness import free_udp_port
+from tests.integration.conftest import RedisServer
 
 # Labels Prometheus adds at scrape time (or the compose config sets); no node exports them.
 TARGET_LABELS = frozenset({"instance", "job", "node", "le"})
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def node_settings(node_settings: Any, redis_server: RedisServer) -> Any:
+    """The shared node settings, plus the cluster registry and the cascade listener."""
+    return dataclasses.replace(node_settings, cluster_redis_url=redis_server.url,
+                               node_id="metrics-node", cascade_port=free_udp_port())
 
 
 async def _until(predicate: Callable[[], bool], limit: float, what: str) -> None:
