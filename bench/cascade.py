@@ -67,14 +67,18 @@ class OriginProcess(NodeProcess):
         super().__init__(workdir)
         self.cascade_port = _free_udp()
 
+    def serve_args(self, data_dir: Path) -> list[str]:
+        """The `sfu serve` command line (subclasses add their settings)."""
+        return [sys.executable, "-m", "sfu", "serve", "--host", "127.0.0.1",
+                "--http-port", str(self.http_port), "--udp-port", str(self.udp_port),
+                "--cascade-port", str(self.cascade_port), "--data-dir", str(data_dir),
+                "--log-level", "warning"]
+
     def spawn(self) -> None:
         data_dir = self.workdir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, SFU_API_KEY=API_KEY, SFU_API_SECRET=API_SECRET)
-        cmd = [sys.executable, "-m", "sfu", "serve", "--host", "127.0.0.1",
-               "--http-port", str(self.http_port), "--udp-port", str(self.udp_port),
-               "--cascade-port", str(self.cascade_port), "--data-dir", str(data_dir),
-               "--log-level", "warning"]
+        cmd = self.serve_args(data_dir)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)

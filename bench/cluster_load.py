@@ -37,7 +37,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.forwarding import API_KEY, API_SECRET, NodeProcess, _free_port, parse_metrics
+from bench.cascade import OriginProcess
+from bench.forwarding import API_KEY, API_SECRET, _free_port, parse_metrics
 from bench.load import (
     LATENCY_P99_LIMIT_MS,
     LOSS_LIMIT_PERCENT,
@@ -171,27 +172,17 @@ class RedisProcess:
             self.proc.wait(STOP_TIMEOUT)
 
 
-class ClusterNode(NodeProcess):
+class ClusterNode(OriginProcess):
     """``python -m sfu serve`` with the cluster registry and the cascade on."""
 
     def __init__(self, workdir: Path, node_id: str, redis_url: str) -> None:
         super().__init__(workdir)
         self.node_id = node_id
         self.redis_url = redis_url
-        self.cascade_port = _free_port(socket.SOCK_DGRAM)
 
-    def spawn(self) -> None:
-        data_dir = self.workdir / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, SFU_API_KEY=API_KEY, SFU_API_SECRET=API_SECRET)
-        cmd = [sys.executable, "-m", "sfu", "serve", "--host", "127.0.0.1",
-               "--http-port", str(self.http_port), "--udp-port", str(self.udp_port),
-               "--cascade-port", str(self.cascade_port), "--data-dir", str(data_dir),
-               "--cluster-redis-url", self.redis_url, "--node-id", self.node_id,
-               "--public-url", self.url, "--drain-timeout", "1", "--log-level", "warning"]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+    def serve_args(self, data_dir: Path) -> list[str]:
+        return [*super().serve_args(data_dir), "--cluster-redis-url", self.redis_url,
+                "--node-id", self.node_id, "--public-url", self.url, "--drain-timeout", "1"]
 
     def ref(self) -> NodeRef:
         return NodeRef(self.node_id, self.url, self.cpu_seconds)

@@ -172,14 +172,10 @@ class RemotePublisher:
         if kind == REPAIR and not late:
             m.cascade["repair_unneeded"] += 1  # a copy this edge already had
             return
-        key = receiver.on_rtp(plain, hdr, now)
+        key = receiver.accept(plain, hdr, now, late=late)
         if late:
-            key = False  # never start a viewer on a late copy (see Peer.on_srtp)
             m.cascade["repaired"] += 1
-        elif key and receiver.pending:
-            receiver.promote_pending(now)
         if gen is not None:
-            gen.on_packet(hdr.seq, now, is_keyframe=key, is_retransmission=late)
             at = gen.get_timer()
             if at is not None and (self.timer_at is None or at < self.timer_at):
                 self._arm(at)

@@ -119,6 +119,21 @@ class Receiver:
         self.last_packet_at = now
         return self.inspect(data, hdr, now)
 
+    def accept(self, data: bytes, hdr: RtpHeader, now: float, *, late: bool) -> bool:
+        """One media packet to forward (from the publisher, or relayed over the cascade):
+        accounted, a pending layer promoted on its keyframe, and the NACK generator told.
+        Returns whether the down-tracks may start on it. A `late` copy (a retransmission)
+        never starts one: what follows it on the wire is newer, so a decoder would get a
+        broken key frame."""
+        key = self.on_rtp(data, hdr, now)
+        if late:
+            key = False
+        elif key and self.pending:
+            self.promote_pending(now)
+        if self.nack is not None:
+            self.nack.on_packet(hdr.seq, now, is_keyframe=key, is_retransmission=late)
+        return key
+
     def account(self, hdr: RtpHeader, size: int, now: float) -> None:
         """Receive statistics only: a packet as it came over the wire (RED, FEC), whose
         media, if any, goes through `inspect` once unwrapped."""

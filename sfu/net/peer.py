@@ -306,15 +306,8 @@ class Peer:
             else:
                 m.drop("unknown_payload_type")
             return
-        key = receiver.on_rtp(plain, hdr, now)
-        if retransmission:
-            # A late copy never starts a viewer or a layer switch: what follows it on the
-            # wire is newer, so a decoder would get a broken key frame.
-            key = False
-        elif key and receiver.pending:
-            receiver.promote_pending(now)
+        key = receiver.accept(plain, hdr, now, late=retransmission)
         if gen is not None:
-            gen.on_packet(hdr.seq, now, is_keyframe=key, is_retransmission=retransmission)
             at = gen.get_timer()
             if at is not None and (self._nack_at is None or at < self._nack_at):
                 self._arm_nack(at)

@@ -547,3 +547,22 @@ def test_remove_slot_detaches_downtrack() -> None:
     assert not room.empty
     room.remove_receiver("alice-v", 0.0)
     assert room.empty
+
+
+def test_accept_never_starts_on_a_late_copy_and_tells_the_nack_generator() -> None:
+    r = receiver("alice-v", "alice")
+    r.enable_nack(rtx_payload_type=97)
+    assert r.nack is not None
+    first = video_packet(100, 3000, key=False)
+    assert r.accept(first, parse_header(first), 0.0, late=False) is False
+    # 101 lost, 102 arrives: the generator now misses 101.
+    third = video_packet(102, 9000, key=False)
+    r.accept(third, parse_header(third), 0.01, late=False)
+    assert r.nack.is_missing(101)
+    # 101 comes back as a retransmission that happens to be a key frame: recorded, the
+    # gap closed, but no down-track may start on it.
+    late = video_packet(101, 6000, key=True)
+    assert r.accept(late, parse_header(late), 0.05, late=True) is False
+    assert not r.nack.is_missing(101)
+    fresh = video_packet(103, 12000, key=True)
+    assert r.accept(fresh, parse_header(fresh), 0.06, late=False) is True
