@@ -58,6 +58,19 @@ async def node(node_settings: Any) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A real redis-server of this test's own (tests.integration.conftest.RedisServer)."""
+    from tests.integration.conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def mint(node_settings: Any) -> Callable[..., str]:
     """``mint(room, identity, grants)`` -> a token the node under test accepts."""
     from sfu.auth import mint_token

@@ -12,8 +12,7 @@ import asyncio
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -34,16 +33,6 @@ from tests.integration.conftest import RedisServer
 
 # Labels Prometheus adds at scrape time (or the compose config sets); no node exports them.
 TARGET_LABELS = frozenset({"instance", "job", "node", "le"})
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

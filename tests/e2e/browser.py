@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 CHROMIUM_PATH = Path("/usr/bin/chromium")
 PAGES_DIR = Path(__file__).parent / "pages"
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -112,3 +114,18 @@ def save_artifact(name: str, data: Any) -> Path:
     path = ARTIFACTS_DIR / name
     path.write_text(json.dumps(data, indent=2, default=str))
     return path
+
+
+async def post_offer(
+    http_url: str, endpoint: str, room: str, token: str, sdp: str
+) -> tuple[str, str]:
+    """POST a page's offer to WHIP/WHEP (`endpoint`); (absolute resource URL, answer SDP)."""
+    url = f"{http_url}/{endpoint}/{urllib.parse.quote(room, safe='')}"
+    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
+        http.post(url, data=sdp.encode(), headers=headers) as resp,
+    ):
+        body = await resp.text()
+        assert resp.status == 201, (resp.status, body)
+        return urllib.parse.urljoin(url, resp.headers["Location"]), body

@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bench.clients.media import SyntheticVideoTrack
@@ -34,7 +32,14 @@ from bench.clients.whip import whep_play, whip_publish
 from bench.link import LinkConfig
 from bench.loss import parse_loss
 from bench.proxy import ImpairmentProxy, rewrite_candidates
-from tests.e2e.browser import PageLog, page_url, poll_js, save_artifact, wait_page_status
+from tests.e2e.browser import (
+    PageLog,
+    page_url,
+    poll_js,
+    post_offer,
+    save_artifact,
+    wait_page_status,
+)
 
 Mint = Callable[..., str]
 
@@ -52,17 +57,6 @@ def _links(seed: int) -> tuple[LinkConfig, LinkConfig]:
             LinkConfig(delay=DELAY, loss=parse_loss(LOSS, seed), seed=seed))
 
 
-async def _post(http_url: str, endpoint: str, room: str, token: str, sdp: str) -> tuple[str, str]:
-    """POST an offer; (absolute resource URL, answer SDP)."""
-    url = f"{http_url}/{endpoint}/{urllib.parse.quote(room, safe='')}"
-    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
-        http.post(url, data=sdp.encode(), headers=headers) as resp,
-    ):
-        body = await resp.text()
-        assert resp.status == 201, (resp.status, body)
-        return urllib.parse.urljoin(url, resp.headers["Location"]), body
 
 
 def _video_fec(answer: str) -> dict[str, bool]:
@@ -111,7 +105,7 @@ async def _chromium_viewer(chromium_context: Any, pages_url: str, node: Any, min
     log = PageLog(page, f"play_proxy.html ({name})")
     await page.goto(page_url(pages_url, "play_proxy.html", audio="0"))
     offer = munge(await asyncio.wait_for(page.evaluate("makeOffer()"), 10))
-    _, answer = await _post(node.http_url, "whep", room, mint(room, name, ["subscribe"]), offer)
+    _, answer = await post_offer(node.http_url, "whep", room, mint(room, name, ["subscribe"]), offer)
     await page.evaluate("(sdp) => applyAnswer(sdp)", rewrite_candidates(answer, proxy_addr))
     await wait_page_status(page, "connected", timeout=CONNECT_TIMEOUT, log=log)
     return page, log, answer
@@ -254,7 +248,7 @@ async def test_chromium_publisher_ulpfec_is_recovered_at_ingress_at_15pct_uplink
                                  width=str(WIDTH), height=str(HEIGHT)))
         offer = await asyncio.wait_for(page.evaluate("makeOffer()"), 10)
         token = mint(room, "chrome-pub", ["publish"])
-        _, answer = await _post(node.http_url, "whip", room, token, offer)
+        _, answer = await post_offer(node.http_url, "whip", room, token, offer)
         await page.evaluate("(sdp) => applyAnswer(sdp)", rewrite_candidates(answer, proxy_addr))
         await wait_page_status(page, "connected", timeout=CONNECT_TIMEOUT, log=log)
         negotiated = _video_fec(answer)

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import re
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +42,14 @@ from bench.clients.whip import (
 from bench.link import LinkConfig
 from bench.loss import parse_loss
 from bench.proxy import ImpairmentProxy, rewrite_candidates
-from tests.e2e.browser import PageLog, page_url, poll_js, save_artifact, wait_page_status
+from tests.e2e.browser import (
+    PageLog,
+    page_url,
+    poll_js,
+    post_offer,
+    save_artifact,
+    wait_page_status,
+)
 
 Mint = Callable[..., str]
 
@@ -65,17 +71,6 @@ def _links(loss: str, seed: int) -> tuple[LinkConfig, LinkConfig]:
     return clean, lossy
 
 
-async def _post(http_url: str, endpoint: str, room: str, token: str, sdp: str) -> tuple[str, str]:
-    """POST an offer; (absolute resource URL, answer SDP)."""
-    url = f"{http_url}/{endpoint}/{urllib.parse.quote(room, safe='')}"
-    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
-        http.post(url, data=sdp.encode(), headers=headers) as resp,
-    ):
-        body = await resp.text()
-        assert resp.status == 201, (resp.status, body)
-        return urllib.parse.urljoin(url, resp.headers["Location"]), body
 
 
 async def _aiortc_via_proxy(
@@ -87,7 +82,7 @@ async def _aiortc_via_proxy(
     pc = session.pc
     await pc.setLocalDescription(await pc.createOffer())
     assert pc.localDescription is not None
-    session.location, answer = await _post(
+    session.location, answer = await post_offer(
         http_url, endpoint, room, session.token, pc.localDescription.sdp
     )
     await pc.setRemoteDescription(
@@ -197,7 +192,7 @@ async def test_chromium_viewer_nacks_without_freezes_at_10pct_downlink_loss(
         await page.goto(page_url(pages_url, "play_proxy.html", audio="0"))
         offer = await asyncio.wait_for(page.evaluate("makeOffer()"), 10)
         token = mint(room, "chrome-viewer", ["subscribe"])
-        location, answer = await _post(node.http_url, "whep", room, token, offer)
+        location, answer = await post_offer(node.http_url, "whep", room, token, offer)
         await page.evaluate("(sdp) => applyAnswer(sdp)", rewrite_candidates(answer, proxy_addr))
         await wait_page_status(page, "connected", timeout=CONNECT_TIMEOUT, log=log)
         repair = _video_repair(answer)
@@ -209,7 +204,7 @@ async def test_chromium_viewer_nacks_without_freezes_at_10pct_downlink_loss(
         await control.goto(page_url(pages_url, "play_proxy.html", audio="0"))
         control_offer = await asyncio.wait_for(control.evaluate("makeOffer()"), 10)
         control_token = mint(room, "chrome-control", ["subscribe"])
-        _, control_answer = await _post(node.http_url, "whep", room, control_token,
+        _, control_answer = await post_offer(node.http_url, "whep", room, control_token,
                                         control_offer)
         await control.evaluate("(sdp) => applyAnswer(sdp)", control_answer)
         await wait_page_status(control, "connected", timeout=CONNECT_TIMEOUT, log=control_log)
