@@ -152,7 +152,7 @@ class NodeViewer:
             est.handle_timer(now)
         target = est.target_bitrate
         alloc = self.allocator.update(target, now)
-        est.set_desired_bitrate(alloc.desired, now)
+        est.set_desired_bitrate(alloc.probe_goal, now)
         for cluster in est.pop_probes():
             self.pacer.start_probe(cluster, now)
         if target is not None:
@@ -433,6 +433,7 @@ def analyse(run: BweRun) -> dict[str, Any]:
     media_bits = sum(s for t, s in zip(times, sizes, strict=True) if conv <= t < span) * 8
     cap_bits = 0.0
     feasible_bits = 0.0
+    attainable_bits = 0.0
     dt_ = 0.01
     t = conv
     while t < span:
@@ -440,6 +441,8 @@ def analyse(run: BweRun) -> dict[str, Any]:
         cap_bits += c * dt_
         r = feasible_rank(c, run.layers, margin=1.0, headroom=1.0)
         feasible_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
+        r = feasible_rank(c, run.layers)  # with the allocator's margin and GCC's headroom
+        attainable_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
         t += dt_
     qd = [d for s, d in port.queue_delay if s >= conv]
     s = viewer.series
@@ -487,6 +490,7 @@ def analyse(run: BweRun) -> dict[str, Any]:
         "layers_bps": list(run.layers),
         "utilisation": media_bits / cap_bits if cap_bits else None,
         "utilisation_of_feasible": media_bits / feasible_bits if feasible_bits else None,
+        "utilisation_of_attainable": media_bits / attainable_bits if attainable_bits else None,
         "estimate_over_capacity_median": m.percentile(est_ratio, 50) if est_ratio else None,
         "queuing_delay_ms": {"p50": _ms(m.percentile(qd, 50)), "p95": _ms(m.percentile(qd, 95)),
                              "max": _ms(max(qd) if qd else None)},

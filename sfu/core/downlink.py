@@ -128,7 +128,7 @@ class Downlink:
         alloc = None
         if self.trusted:
             alloc = self.allocator.update(self.estimate, now)
-            est.set_desired_bitrate(alloc.desired, now)
+            est.set_desired_bitrate(alloc.probe_goal, now)
             self.last = alloc
         self.probes.extend(est.pop_probes())
         state = est.state
