@@ -77,6 +77,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--recording-retention-days", type=float,
         help="delete recordings this many days after they end (default 0: keep)",
     )
+    serve.add_argument(
+        "--no-bwe-pacing", action="store_true",
+        help="send viewers' video at once instead of pacing it at their downlink estimate "
+        "(env SFU_BWE_PACING=0)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -178,6 +183,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         record_rooms=[r.strip() for r in args.record_room or [] if r.strip()],
         recordings_dir=args.recordings_dir or "",
         recording_retention_days=max(0.0, args.recording_retention_days or 0.0),
+        bwe_pacing=not (args.no_bwe_pacing or env.get("SFU_BWE_PACING", "").strip() in ("0", "false", "no", "off")),
     )
 
 

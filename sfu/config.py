@@ -71,9 +71,11 @@ class Settings:
     recording_retention_days: float = 0.0
     recording_min_free_mb: int = 256
     # Downlink bandwidth estimation for viewers that negotiate transport-cc: the estimator
-    # (sfu.core.bwe registry: gcc, remb, null) and whether to probe with RTX padding.
+    # (sfu.core.bwe registry: gcc, remb, null), whether to probe with RTX padding, and
+    # whether to pace their video at the estimate (sfu.net.downlink).
     bwe_estimator: str = "gcc"
     bwe_probing: bool = True
+    bwe_pacing: bool = True
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -280,7 +280,8 @@ def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> Non
             return
         settings = node.settings
         peer.bwe = ViewerDownlink(peer, ext_id, settings.bwe_estimator,
-                                  probing=settings.bwe_probing)
+                                  probing=settings.bwe_probing, pacing=settings.bwe_pacing,
+                                  scheduler=peer.node.pacing)
     peer.bwe.add_track(slot.downtrack)
 
 

@@ -36,6 +36,7 @@ from bench.sim.run import OPUS_CODEC, VP8_CODEC, ConfigError, SimConfig, link_co
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
 from sfu.core.allocator import Allocator
+from sfu.core.downlink import pacing_target
 from sfu.core.downtrack import DownTrack
 from sfu.core.layers import choose_layer
 from sfu.core.pacer import Pacer
@@ -156,7 +157,7 @@ class NodeViewer:
         for cluster in est.pop_probes():
             self.pacer.start_probe(cluster, now)
         if target is not None:
-            self.pacer.set_target(target)
+            self.pacer.set_target(pacing_target(target, alloc))
         for dt in alloc.changed:
             self._apply(dt, now)
         self._arm_pacer(now)

@@ -34,6 +34,7 @@ from sfu.wire.twcc import TransportFeedback
 
 WARMUP = 1.0  # seconds of feedback before the estimate caps anything
 PADDING_BYTES = 255  # RTP padding is at most 255 bytes per packet (one-octet count)
+ALLOCATED_FLOOR = 1.1  # pace at least this x the allocation when it exceeds the estimate
 
 
 class Downlink:
@@ -89,6 +90,11 @@ class Downlink:
         self.estimator.on_feedback(feedback, now)
 
     def on_remb(self, bitrate: float, now: float) -> None:
+        """The viewer's receive-side estimate; for a REMB viewer it is the feedback that
+        starts the warm-up."""
+        self.feedback_seen = True
+        if self.first_feedback is None:
+            self.first_feedback = now
         self.estimator.on_remb(bitrate, now)
 
     def on_loss(self, fraction: float, now: float) -> None:
@@ -148,6 +154,18 @@ class Downlink:
         out["packets_sent"] = self.packets_sent
         out["state_changes"] = dict(self.state_changes)
         return out
+
+
+def pacing_target(estimate: float, allocation: Allocation | None) -> float:
+    """The rate the viewer's pacer spreads video at: the estimate, unless the allocation
+    forwards more than it (then `ALLOCATED_FLOOR` x the allocation). An encoder follows its
+    estimate; an SFU cannot go below a track's lowest layer (a single-layer track has no
+    other), and a pacer slower than the media only builds a standing queue in front of the
+    viewer. An estimate still climbing from its start value (a viewer without RTX is never
+    probed) must not hold the picture back either."""
+    if allocation is None or allocation.allocated <= estimate:
+        return estimate
+    return ALLOCATED_FLOOR * allocation.allocated
 
 
 def padding_packet(*, ssrc: int, payload_type: int, seq: int, timestamp: int, ext_id: int,

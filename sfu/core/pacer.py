@@ -32,6 +32,7 @@ PACING_FACTOR = 2.5
 MAX_QUEUE_TIME = 0.5
 MAX_QUEUE_DELAY = 2.0
 PADDING_SIZE = 1000
+MAX_ELAPSED = 0.25  # budget for at most this much time since the last burst
 KINDS = ("audio", "rtx", "video", "fec")
 
 
@@ -63,6 +64,7 @@ class Pacer:
         max_queue_time: float = MAX_QUEUE_TIME,
         max_queue_delay: float = MAX_QUEUE_DELAY,
         padding_size: int = PADDING_SIZE,
+        max_elapsed: float = MAX_ELAPSED,
     ) -> None:
         if factor <= 0 or interval <= 0:
             raise ValueError("factor and interval must be positive")
@@ -71,6 +73,7 @@ class Pacer:
         self.max_queue_time = max_queue_time
         self.max_queue_delay = max_queue_delay
         self.padding_size = padding_size
+        self.max_elapsed = max_elapsed
         self._rate = target_bitrate * factor
         self._queues: dict[str, deque[tuple[Any, int, float]]] = {k: deque() for k in KINDS}
         self._queued_bytes = 0
@@ -148,7 +151,11 @@ class Pacer:
         left = self.max_queue_time - (now - min(heads)) if heads else self.max_queue_time
         drain = self._queued_bytes * 8 / max(left, self.interval)
         rate = max(rate, drain)
-        elapsed = self.interval if self._last is None else min(now - self._last, 4 * self.interval)
+        # A late timer (a busy event loop) still gets the budget of the time that passed, up
+        # to `max_elapsed`: capping it at a few intervals would turn every stall of the loop
+        # into lost sending time and a standing queue.
+        elapsed = self.interval if self._last is None else min(now - self._last,
+                                                                self.max_elapsed)
         self._last = now
         # Budget for this burst; unused budget does not carry over beyond one burst (no bursts
         # of saved-up credit after an idle spell), debt does.

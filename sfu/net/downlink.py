@@ -8,24 +8,38 @@ transport-cc. The sans-I/O parts live in `sfu.core.downlink.Downlink`; this shel
   (`DownTrack.allocator_paused`), resumed video restarts on a key frame, and any other change
   goes through `Node.reselect` (layer switch on the next key frame of the new layer);
 * numbers what leaves outside `DownTrack.forward` (RTX: `stamp`);
-* sends probe clusters as padding-only packets on a video RTX stream of the viewer, paced by
-  a `Pacer` that carries nothing but probes. A viewer without RTX is not probed, and its
-  video is never paused (it keeps the lowest layer): without probes nothing would resume it.
+* paces the viewer's video once its estimate is trusted (`pace`, from the forward loop): the
+  packet, already rewritten and numbered, waits in a `Pacer` (factor 1.0 x the estimate, see
+  docs/benchmarks.md) and goes out in 5 ms bursts, so a key frame of a newly chosen layer
+  is spread over the estimate instead of landing on the viewer's bottleneck at once. Its
+  transport-wide number is reported to the estimator with the time it really left. Audio
+  and retransmissions are never delayed (they do not come here); a pacer that is idle sends
+  what its budget allows at once, so a lone packet is not held back;
+* sends probe clusters through the same pacer: queued media fills a cluster first, the rest
+  is padding-only packets on a video RTX stream of the viewer. A viewer without RTX is not
+  probed, and its video is never paused (it keeps the lowest layer): without probes nothing
+  would resume it.
 
-Media itself is not paced (the forward loop sends at once); see docs/benchmarks.md.
+Every viewer's pacer shares the node's one pacing timer (`sfu.net.pacing.PaceScheduler`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sfu.core.bwe import NORMAL, OVERUSING, UNDERUSING, create
-from sfu.core.downlink import PADDING_BYTES, SRTP_OVERHEAD, Downlink, padding_packet
+from sfu.core.downlink import (
+    PADDING_BYTES,
+    SRTP_OVERHEAD,
+    Downlink,
+    pacing_target,
+    padding_packet,
+)
 from sfu.core.downtrack import DownTrack
-from sfu.core.pacer import Pacer
+from sfu.core.pacer import PacedPacket, Pacer
+from sfu.net.pacing import PaceScheduler
 from sfu.wire.rtp import RtpError, parse_header
 from sfu.wire.twcc import TransportFeedback, pack_transport_seq, transport_seq_offset
 
@@ -37,18 +51,22 @@ log = logging.getLogger("sfu.bwe")
 PROBE_PACKET = 12 + 8 + PADDING_BYTES  # header + one-element extension block + padding
 OBSERVE_INTERVAL = 1.0  # seconds between samples of the estimate histogram, per viewer
 REALLOCATE_INTERVAL = 0.02  # urgent (downward) feedback-driven allocations at most this often
+PACING_FACTOR = 1.0  # pacing rate / estimate (libwebrtc uses 2.5; see docs/benchmarks.md)
 
 
 class ViewerDownlink:
     def __init__(self, peer: Peer, ext_id: int, estimator: str = "gcc", *,
-                 probing: bool = True) -> None:
+                 probing: bool = True, pacing: bool = True,
+                 scheduler: PaceScheduler | None = None) -> None:
         self.peer = peer
         self.core = Downlink(create(estimator), ext_id)
         self.probing = probing
-        self._pacer = Pacer(target_bitrate=1.0, factor=1.0,
+        self.pace_media = pacing  # allowed to pace (setting); `pacing`: pacing now
+        self.pacing = False
+        # Until media is paced the pacer carries probes only, at the clusters' own rates.
+        self._pacer = Pacer(target_bitrate=1.0, factor=PACING_FACTOR,
                             padding_size=PROBE_PACKET + SRTP_OVERHEAD)
-        self._pacer_at: float | None = None
-        self._pacer_handle: asyncio.TimerHandle | None = None
+        self._scheduler = scheduler if scheduler is not None else PaceScheduler()
         self._next_observe = 0.0
         self._allocated_at = 0.0
         self.closed = False
@@ -106,6 +124,10 @@ class ViewerDownlink:
             m.bwe["congested" if core.state == OVERUSING else "uncongested"] += 1
         for dt in alloc.changed if alloc is not None else ():
             self._apply(dt, now)
+        est = core.estimate
+        if est is not None and self.pace_media:
+            self.pacing = True
+            self._pacer.set_target(pacing_target(est, core.last))
         probes = core.pop_probes()
         if probes and self.probing and self._probe_stream() is not None:
             for cluster in probes:
@@ -178,51 +200,102 @@ class ViewerDownlink:
                 return dt
         return None
 
-    def _arm_pacer(self) -> None:
-        at = self._pacer.get_timer()
-        if at == self._pacer_at and self._pacer_handle is not None:
-            return
-        if self._pacer_handle is not None:
-            self._pacer_handle.cancel()
-            self._pacer_handle = None
-        self._pacer_at = at
-        if at is not None and not self.closed:
-            self._pacer_handle = asyncio.get_running_loop().call_at(at, self._on_pacer)
+    # --- pacing ----------------------------------------------------------------------------
 
-    def _on_pacer(self) -> None:
-        self._pacer_handle = None
+    def pace(self, dt: DownTrack, packet: bytes, now: float) -> None:
+        """Send `packet` (video `dt.forward` just built and numbered) through the pacer."""
+        core = self.core
+        tseq, size = -1, len(packet) + SRTP_OVERHEAD
+        if dt.downlink is core and core.sent:
+            # forward recorded it as sent now (normally the last record); it is recorded
+            # again when it really leaves
+            sent = core.sent
+            number = _leading_transport_seq(packet)
+            for i in range(len(sent) - 1, -1, -1):
+                if sent[i][0] == number:
+                    tseq, size = sent.pop(i)[:2]
+                    break
+        pacer = self._pacer
+        pacer.enqueue((packet, tseq), size, "video", now)
+        if self._scheduler.due(self) is None:
+            self.run_pacer(now)  # idle: what the budget allows goes at once
+        elif pacer.queued_bytes > 0:
+            self.peer.node.metrics.bwe["paced_waits"] += 1
+
+    def _arm_pacer(self) -> None:
+        if not self.closed:
+            self._scheduler.arm(self, self._pacer.get_timer())
+
+    def run_pacer(self, now: float) -> None:
+        """The pacer's burst at `now`: queued video, probe padding (`PaceScheduler` calls)."""
         if self.closed:
             return
-        peer = self.peer
-        now = max(peer.node.now(), self._pacer_at or 0.0)
-        self._pacer_at = None
-        out = self._pacer.handle_timer(now)
-        dt = self._probe_stream()
-        tx = peer._tx
-        if out and dt is not None and tx is not None and peer.addr is not None:
-            rtx = dt.responder.rtx  # type: ignore[union-attr]
-            assert rtx is not None
-            core = self.core
-            m = peer.node.metrics
-            ts = dt.stats.last_rtp_timestamp or 0  # the last media timestamp, as libwebrtc pads
-            for p in out:
-                rtx_seq = dt.responder.next_rtx_seq()  # type: ignore[union-attr]
-                if rtx_seq is None:
-                    break
-                seq = core.next_seq()
-                pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
-                                     timestamp=ts, ext_id=core.ext_id, transport_seq=seq)
-                core.on_sent(seq, len(pkt), now, p.probe_cluster)
-                peer.node.send_datagram(tx.protect(pkt), peer.addr, "probe")
-                m.bwe["probe_packets"] += 1
-                m.bwe["probe_bytes"] += len(pkt)
+        pacer = self._pacer
+        dropped = pacer.dropped
+        out = pacer.handle_timer(now)
+        if out:
+            self._send_paced(out, now)
+        if pacer.dropped != dropped:  # waited longer than the pacer's max_queue_delay
+            self.peer.node.metrics.bwe["paced_dropped"] += pacer.dropped - dropped
         self._arm_pacer()
+
+    def _send_paced(self, out: list[PacedPacket], now: float) -> None:
+        peer = self.peer
+        tx = peer._tx
+        addr = peer.addr
+        if tx is None or addr is None:
+            return
+        core = self.core
+        node = peer.node
+        m = node.metrics
+        dt: DownTrack | None = None
+        rtx = None
+        for p in out:
+            item = p.packet
+            if item is not None:
+                packet, tseq = item
+                if tseq >= 0:
+                    core.sent.append((tseq, p.size, now, p.probe_cluster))
+                node.send_datagram(tx.protect(packet), addr, "video")
+                continue
+            if dt is None:
+                dt = self._probe_stream()
+                if dt is None:
+                    break
+                rtx = dt.responder.rtx  # type: ignore[union-attr]
+                ts = dt.stats.last_rtp_timestamp or 0  # the last media timestamp, as libwebrtc
+            assert rtx is not None
+            rtx_seq = dt.responder.next_rtx_seq()  # type: ignore[union-attr]
+            if rtx_seq is None:
+                break
+            seq = core.next_seq()
+            pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
+                                 timestamp=ts, ext_id=core.ext_id, transport_seq=seq)
+            core.on_sent(seq, len(pkt), now, p.probe_cluster)
+            node.send_datagram(tx.protect(pkt), addr, "probe")
+            m.bwe["probe_packets"] += 1
+            m.bwe["probe_bytes"] += len(pkt)
+
+    def pacer_stats(self) -> dict[str, float]:
+        p = self._pacer
+        return {"pacing_rate": p.pacing_rate if self.pacing else 0.0,
+                "queued_bytes": p.queued_bytes, "dropped": p.dropped,
+                "padding_bytes": p.padding_bytes}
 
     def close(self) -> None:
         self.closed = True
-        if self._pacer_handle is not None:
-            self._pacer_handle.cancel()
-            self._pacer_handle = None
+        self._scheduler.cancel(self)
+
+
+def _leading_transport_seq(packet: bytes) -> int:
+    """The transport-wide seq `rewrite_with_transport_seq` put first in the extension block
+    (one- or two-byte form), -1 if the packet has no extension block."""
+    if not packet[0] & 0x10:
+        return -1
+    off = 12 + 4 * (packet[0] & 0x0F)
+    profile = (packet[off] << 8) | packet[off + 1]
+    at = off + 5 if profile == 0xBEDE else off + 6
+    return (packet[at] << 8) | packet[at + 1]
 
 
 def bitrate_gauge(peers: Iterable[Peer]) -> dict[tuple[str, ...], float]:

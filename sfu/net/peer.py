@@ -317,6 +317,7 @@ class Peer:
         # The per-viewer steps are spelled out here rather than layered through helper
         # calls: this loop runs once per packet per viewer and dominates the node's CPU.
         sent = sent_bytes = 0
+        video = kind == "video"
         for dt in receiver.downtracks:
             out = dt.forward(plain, hdr, key, now)
             if out is None:
@@ -335,6 +336,10 @@ class Peer:
                 dt.responder.on_media(len(out), now)
             elif dt.red is not None:
                 out = dt.red.encode(out, now)
+            bwe = sink.bwe
+            if bwe is not None and bwe.pacing and video:
+                bwe.pace(dt, out, now)  # leaves in the viewer's next pacing burst
+                continue
             enc = tx.protect(out)
             try:
                 sock.sendto(enc, sink.addr)

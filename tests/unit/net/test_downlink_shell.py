@@ -73,3 +73,93 @@ def test_pause_and_resume_with_probing() -> None:
     shell._apply(dt, 2.0)
     assert not dt.allocator_paused and dt.awaiting_keyframe
     assert node.reselected == [dt] and node.metrics.bwe["video_resumed"] == 1
+
+
+class FakeTx:
+    def protect(self, packet: bytes) -> bytes:
+        return packet
+
+
+class ManualScheduler:
+    """PaceScheduler's interface on a virtual clock: the test runs what is due."""
+
+    def __init__(self) -> None:
+        self.at: dict[Any, float] = {}
+
+    def arm(self, client: Any, at: float | None) -> None:
+        if at is None:
+            self.at.pop(client, None)
+        else:
+            self.at[client] = at
+
+    def cancel(self, client: Any) -> None:
+        self.at.pop(client, None)
+
+    def due(self, client: Any) -> float | None:
+        return self.at.get(client)
+
+
+def _paced_shell(estimate: float) -> tuple[ViewerDownlink, ManualScheduler, list[tuple[float, bytes]]]:
+    wire: list[tuple[float, bytes]] = []
+    clock = [0.0]
+    node = FakeNode()
+    node.send_datagram = lambda data, addr, kind: wire.append((clock[0], data))  # type: ignore[attr-defined]
+    peer = SimpleNamespace(node=node, slots=[], state="connected", _tx=FakeTx(),
+                           addr=("127.0.0.1", 9))
+    sched = ManualScheduler()
+    shell = ViewerDownlink(peer, 6, "remb", scheduler=sched)  # type: ignore[arg-type]
+    shell.clock = clock  # type: ignore[attr-defined]
+    shell.core.on_remb(estimate, 0.0)
+    assert not shell.pacing  # no trusted estimate yet: the forward loop sends at once
+    shell.reallocate(1.0)
+    assert shell.pacing
+    return shell, sched, wire
+
+
+def _numbered(dt: DownTrack, shell: ViewerDownlink, i: int) -> bytes:
+    """What DownTrack.forward does for a numbered viewer: take a number, record the send."""
+    core = shell.core
+    seq = core.next_seq()
+    pkt = build_packet(payload_type=96, seq=i, timestamp=0, ssrc=1, payload=bytes(1188),
+                       extensions=[(6, bytes((seq >> 8, seq & 0xFF)))])
+    core.on_sent(seq, len(pkt), 1.0)
+    return pkt
+
+
+def test_a_key_frame_leaves_at_the_estimate_in_small_bursts() -> None:
+    shell, sched, wire = _paced_shell(1_000_000.0)
+    dt = _dt()
+    dt.downlink = shell.core
+    shell.core.flush()
+    frame = [_numbered(dt, shell, i) for i in range(25)]  # a 30 kB key frame at once
+    shell.clock[0] = 1.0  # type: ignore[attr-defined]
+    for pkt in frame:
+        shell.pace(dt, pkt, 1.0)
+    assert 1 <= len(wire) <= 2  # the idle pacer's first burst only
+    t = 1.0
+    while (at := sched.due(shell)) is not None and t < 3.0:
+        t = at
+        shell.clock[0] = t  # type: ignore[attr-defined]
+        shell.run_pacer(t)
+    assert [p for _, p in wire] == frame  # all of it, in order
+    span = wire[-1][0] - wire[0][0]
+    bits = sum(len(p) for p in frame[:-1]) * 8
+    assert 0.8 * bits / 1e6 <= span <= 1.3 * bits / 1e6, span  # ~ the estimate's rate
+    for a, b in zip(wire, wire[1:], strict=False):
+        assert b[0] - a[0] <= 0.0101  # 5 ms bursts, never a long hold
+    # the estimator hears each packet once, with the time it left
+    sent = shell.core.sent
+    assert [s[0] for s in sent] == list(range(25))
+    assert [s[2] for s in sent] == [w[0] for w in wire]
+
+
+def test_pacing_waits_for_a_trusted_estimate_and_can_be_off() -> None:
+    node = FakeNode()
+    peer = SimpleNamespace(node=node, slots=[], state="connected", _tx=None, addr=None)
+    shell = ViewerDownlink(peer, 6, "remb", pacing=False,  # type: ignore[arg-type]
+                           scheduler=ManualScheduler())  # type: ignore[arg-type]
+    shell.core.on_remb(1e6, 0.0)
+    shell.reallocate(0.5)
+    assert not shell.pacing  # warm-up
+    shell.reallocate(1.5)
+    assert not shell.pacing  # the setting says no
