@@ -21,6 +21,7 @@ from sfu.negotiate import (
     check_transport,
     negotiate_publish,
     negotiate_subscribe,
+    subscribe_remb_id,
     subscribe_twcc_id,
 )
 from sfu.net.downlink import ViewerDownlink
@@ -274,15 +275,24 @@ def simulcast_rids(m: MediaSection) -> list[str]:
 def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> None:
     """Number this viewer's egress and estimate its downlink when it offered transport-cc
     (one estimator per transport: every section of the BUNDLE shares it)."""
+    settings = node.settings
     if peer.bwe is None:
         ext_id = subscribe_twcc_id(m)
+        estimator = settings.bwe_estimator
         if ext_id is None:
-            return
-        settings = node.settings
-        peer.bwe = ViewerDownlink(peer, ext_id, settings.bwe_estimator,
+            # No transport-cc: a viewer reporting REMB over abs-send-time gets the REMB
+            # fallback (ext_id 0: nothing numbered); anything else gets no estimate.
+            if subscribe_remb_id(m) is None or estimator == "null":
+                return
+            ext_id, estimator = 0, "remb"
+        peer.bwe = ViewerDownlink(peer, ext_id, estimator,
                                   probing=settings.bwe_probing, pacing=settings.bwe_pacing,
-                                  scheduler=peer.node.pacing)
-    peer.bwe.add_track(slot.downtrack)
+                                  scheduler=node.pacing)
+        for earlier in peer.slots:  # sections answered before this one (audio first)
+            if earlier is not slot and earlier.downtrack.downlink is None:
+                peer.bwe.add_track(earlier.downtrack)
+    peer.bwe.add_track(slot.downtrack,
+                       subscribe_remb_id(m) if peer.bwe.remb else None)
 
 
 def _subscribe_slot(node: Node, participant: str, mid: str, neg: Negotiated) -> Slot:

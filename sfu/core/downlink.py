@@ -1,6 +1,8 @@
 """One viewer's downlink: transport-wide numbering, bandwidth estimate and allocation.
 
-The node keeps one `Downlink` per viewer peer (one transport) that negotiated transport-cc.
+The node keeps one `Downlink` per viewer peer (one transport) that negotiated transport-cc,
+or, without it, abs-send-time and goog-remb (`ext_id` 0: nothing is numbered; the viewer's
+REMB is the estimate and the feedback that starts the warm-up).
 It ties together the pieces `bench/sim/bwe.py` wires in simulation:
 
 * numbering: every packet sent to the viewer (media, RTX, probe padding) takes the next
@@ -30,6 +32,7 @@ from sfu.core.allocator import Allocation, Allocator
 from sfu.core.bwe import NORMAL, Estimator, ProbeCluster
 from sfu.core.downtrack import SRTP_OVERHEAD, DownTrack
 from sfu.wire import rtp
+from sfu.wire.abs_send_time import value
 from sfu.wire.twcc import TransportFeedback
 
 WARMUP = 1.0  # seconds of feedback before the estimate caps anything
@@ -169,17 +172,23 @@ def pacing_target(estimate: float, allocation: Allocation | None) -> float:
 
 
 def padding_packet(*, ssrc: int, payload_type: int, seq: int, timestamp: int, ext_id: int,
-                   transport_seq: int, padding: int = PADDING_BYTES) -> bytes:
-    """A padding-only RTP packet (probe) carrying a transport-wide sequence number.
+                   transport_seq: int | None = None, abs_send_time: float | None = None,
+                   padding: int = PADDING_BYTES) -> bytes:
+    """A padding-only RTP packet (probe) carrying a transport-wide sequence number, or for a
+    REMB viewer the abs-send-time `ext_id` (the send time, seconds).
 
     Sent on the viewer's RTX stream: a receiver drops it after counting it for the bandwidth
     estimate (RFC 4588 RTX streams may carry padding-only packets, as libwebrtc's do).
     """
     if not 1 <= padding <= 255:
         raise ValueError("RTP padding is 1..255 bytes")
+    if transport_seq is not None:
+        element = bytes(((transport_seq >> 8) & 0xFF, transport_seq & 0xFF))
+    elif abs_send_time is not None:
+        element = value(abs_send_time).to_bytes(3, "big")
+    else:
+        raise ValueError("a padding probe carries a transport seq or an abs-send-time")
     return rtp.build_packet(
         payload_type=payload_type, seq=seq & 0xFFFF, timestamp=timestamp & 0xFFFFFFFF,
-        ssrc=ssrc, payload=b"",
-        extensions=[(ext_id, bytes(((transport_seq >> 8) & 0xFF, transport_seq & 0xFF)))],
-        padding=padding,
+        ssrc=ssrc, payload=b"", extensions=[(ext_id, element)], padding=padding,
     )

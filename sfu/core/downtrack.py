@@ -24,6 +24,7 @@ from sfu.core.redundancy import RedEncoder
 from sfu.core.rtpstats import SendStats
 from sfu.core.vp8munger import Vp8Munger
 from sfu.wire import rtp
+from sfu.wire.abs_send_time import add_abs_send_time
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
@@ -81,8 +82,11 @@ class DownTrack:
         self.responder: NackResponder | None = None
         self.red: RedEncoder | None = None
         # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
-        # when set, every packet gets the transport-wide sequence number extension
+        # when set, every packet gets the transport-wide sequence number extension (or, for
+        # a REMB viewer's video, abs-send-time)
         self.downlink: Any = None
+        # abs-send-time id for a REMB viewer's video (its downlink has no transport-cc id)
+        self.abs_send_time_id = 0
         # The allocator paused this video (rank -1): distinct from `paused` (DTLS not up).
         self.allocator_paused = False
 
@@ -222,7 +226,19 @@ class DownTrack:
             (layer is not None and layer.simulcast) or self.max_temporal < MAX_TEMPORAL
         )
         tw = self.downlink
-        if tw is not None:
+        if tw is not None and not tw.ext_id:
+            # A REMB viewer (receive-side estimate): abs-send-time first in the block, set to
+            # now; a pacer that sends it later writes the time again (sfu.net.downlink).
+            ext = NO_EXTENSIONS
+            if hdr.ext_profile:
+                ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
+            pkt = rtp.rewrite(
+                data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
+                extensions=add_abs_send_time(ext, self.abs_send_time_id, now),
+            )
+            if munge_vp8:
+                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+        elif tw is not None:
             # A numbered transport (downlink estimation): the viewer's extension block with
             # the transport-wide seq in front (Downlink.next_seq and on_sent inlined).
             ext = NO_EXTENSIONS

@@ -106,6 +106,10 @@ class Pacer:
         return self._rate
 
     @property
+    def padding_rate(self) -> float:
+        return self._padding_rate
+
+    @property
     def queued_bytes(self) -> int:
         return self._queued_bytes
 

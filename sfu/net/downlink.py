@@ -1,7 +1,10 @@
 """The node side of one viewer's downlink estimate: feedback in, layers and probes out.
 
 `ViewerDownlink` is what a viewer `Peer` holds (`peer.bwe`) when the viewer negotiated
-transport-cc. The sans-I/O parts live in `sfu.core.downlink.Downlink`; this shell:
+transport-cc, or abs-send-time with goog-remb (a REMB viewer, such as aiortc: its video is
+stamped with abs-send-time, when it really leaves when paced; its REMB is the estimate; and
+while the allocator wants more, the pacer pads on the RTX stream so its receive-side
+estimate can grow; see `sfu.core.bwe.remb`). The sans-I/O parts live in `sfu.core.downlink.Downlink`; this shell:
 
 * feeds it the viewer's RTCP (transport-cc, REMB, report blocks) and the node's tick;
 * applies each allocation: video whose rank became -1 is paused with its own flag
@@ -40,6 +43,7 @@ from sfu.core.downlink import (
 from sfu.core.downtrack import DownTrack
 from sfu.core.pacer import PacedPacket, Pacer
 from sfu.net.pacing import PaceScheduler
+from sfu.wire import abs_send_time
 from sfu.wire.rtp import RtpError, parse_header
 from sfu.wire.twcc import TransportFeedback, pack_transport_seq, transport_seq_offset
 
@@ -51,6 +55,7 @@ log = logging.getLogger("sfu.bwe")
 PROBE_PACKET = 12 + 8 + PADDING_BYTES  # header + one-element extension block + padding
 OBSERVE_INTERVAL = 1.0  # seconds between samples of the estimate histogram, per viewer
 REALLOCATE_INTERVAL = 0.02  # urgent (downward) feedback-driven allocations at most this often
+STAMP_ABS_SEND_TIME = -2  # a paced packet's abs-send-time is written when it leaves
 PACING_FACTOR = 1.0  # pacing rate / estimate (libwebrtc uses 2.5; see docs/benchmarks.md)
 
 
@@ -60,6 +65,9 @@ class ViewerDownlink:
                  scheduler: PaceScheduler | None = None) -> None:
         self.peer = peer
         self.core = Downlink(create(estimator), ext_id)
+        # ext_id 0: a REMB viewer (no transport-cc); its video carries abs-send-time
+        self.remb = ext_id == 0
+        self.abs_id = 0
         self.probing = probing
         self.pace_media = pacing  # allowed to pace (setting); `pacing`: pacing now
         self.pacing = False
@@ -73,13 +81,22 @@ class ViewerDownlink:
 
     # --- membership ------------------------------------------------------------------------
 
-    def add_track(self, dt: DownTrack) -> None:
-        dt.downlink = self.core
+    def add_track(self, dt: DownTrack, abs_send_time_id: int | None = None) -> None:
+        """Allocate `dt` on this viewer's estimate; number it (transport-cc), or for a REMB
+        viewer stamp abs-send-time on it when its section negotiated the extension."""
+        if not self.remb:
+            dt.downlink = self.core
+        elif dt.kind == "video" and abs_send_time_id:
+            dt.downlink = self.core
+            dt.abs_send_time_id = abs_send_time_id
+            if not self.abs_id:
+                self.abs_id = abs_send_time_id
         self.core.add_track(dt, priority=1 if dt.kind == "video" else 0)
 
     def remove_track(self, dt: DownTrack) -> None:
         self.core.remove_track(dt)
         dt.downlink = None
+        dt.abs_send_time_id = 0
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -125,9 +142,18 @@ class ViewerDownlink:
         for dt in alloc.changed if alloc is not None else ():
             self._apply(dt, now)
         est = core.estimate
+        pacer = self._pacer
+        pad = 0.0
+        if self.probing and self.remb and self._probe_stream() is not None:
+            pad = core.estimator.padding_rate()  # a REMB viewer's estimate grows on padding
+        if pad != pacer.padding_rate:
+            pacer.set_padding_rate(pad)
+            self._arm_pacer()
         if est is not None and self.pace_media:
             self.pacing = True
-            self._pacer.set_target(pacing_target(est, core.last))
+            pacer.set_target(max(pacing_target(est, core.last), pad))
+        elif pad:
+            pacer.set_target(pad)
         probes = core.pop_probes()
         if probes and self.probing and self._probe_stream() is not None:
             for cluster in probes:
@@ -174,7 +200,12 @@ class ViewerDownlink:
     # --- numbering outside the forward loop ------------------------------------------------
 
     def stamp(self, packet: bytes, now: float) -> bytes:
-        """`packet` (an RTX copy of a numbered packet) with a transport-wide seq of its own."""
+        """`packet` (an RTX copy of a numbered packet) with a transport-wide seq of its own;
+        for a REMB viewer, with its abs-send-time set to now."""
+        if self.remb:
+            if self.abs_id and abs_send_time.read(packet, self.abs_id) is not None:
+                return abs_send_time.stamp(packet, now)
+            return packet
         try:
             hdr = parse_header(packet)
         except RtpError:
@@ -206,7 +237,10 @@ class ViewerDownlink:
         """Send `packet` (video `dt.forward` just built and numbered) through the pacer."""
         core = self.core
         tseq, size = -1, len(packet) + SRTP_OVERHEAD
-        if dt.downlink is core and core.sent:
+        if self.remb:
+            if dt.downlink is core:
+                tseq = STAMP_ABS_SEND_TIME
+        elif dt.downlink is core and core.sent:
             # forward recorded it as sent now (normally the last record); it is recorded
             # again when it really leaves
             sent = core.sent
@@ -256,22 +290,30 @@ class ViewerDownlink:
                 packet, tseq = item
                 if tseq >= 0:
                     core.sent.append((tseq, p.size, now, p.probe_cluster))
+                elif tseq == STAMP_ABS_SEND_TIME:
+                    packet = abs_send_time.stamp(packet, now)
                 node.send_datagram(tx.protect(packet), addr, "video")
                 continue
             if dt is None:
                 dt = self._probe_stream()
                 if dt is None:
-                    break
+                    continue  # nothing to pad on (media in this burst still goes)
                 rtx = dt.responder.rtx  # type: ignore[union-attr]
                 ts = dt.stats.last_rtp_timestamp or 0  # the last media timestamp, as libwebrtc
             assert rtx is not None
             rtx_seq = dt.responder.next_rtx_seq()  # type: ignore[union-attr]
             if rtx_seq is None:
-                break
-            seq = core.next_seq()
-            pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
-                                 timestamp=ts, ext_id=core.ext_id, transport_seq=seq)
-            core.on_sent(seq, len(pkt), now, p.probe_cluster)
+                continue
+            if self.remb:
+                if not self.abs_id:
+                    continue
+                pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
+                                     timestamp=ts, ext_id=self.abs_id, abs_send_time=now)
+            else:
+                seq = core.next_seq()
+                pkt = padding_packet(ssrc=rtx.ssrc, payload_type=rtx.payload_type, seq=rtx_seq,
+                                     timestamp=ts, ext_id=core.ext_id, transport_seq=seq)
+                core.on_sent(seq, len(pkt), now, p.probe_cluster)
             node.send_datagram(tx.protect(pkt), addr, "probe")
             m.bwe["probe_packets"] += 1
             m.bwe["probe_bytes"] += len(pkt)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sfu.core.downtrack import DownTrack
 from sfu.net.downlink import ViewerDownlink
-from sfu.wire.rtp import build_packet, parse_header
+from sfu.wire.rtp import build_packet, parse_header, rewrite
 from sfu.wire.twcc import read_transport_seq
 
 
@@ -163,3 +163,74 @@ def test_pacing_waits_for_a_trusted_estimate_and_can_be_off() -> None:
     assert not shell.pacing  # warm-up
     shell.reallocate(1.5)
     assert not shell.pacing  # the setting says no
+
+
+def _simulcast_dt() -> DownTrack:
+    from sfu.core.receiver import Receiver, TrackInfo
+    from sfu.sdp import Codec
+
+    info = TrackInfo("v", "video", "p", "s", Codec(96, "VP8", 90000, 1, {}, []))
+    primary = Receiver(info, layer=0, rid="q")
+    for i, rid in ((1, "h"), (2, "f")):
+        primary.add_layer(Receiver(info, layer=i, rid=rid))
+    dt = DownTrack(ssrc=1, kind="video", mid="1", clock_rate=90000, seq_start=1, ts_start=0)
+    dt.bind(primary, 96, {}, set(), 0.0)
+    dt.resume()
+    return dt
+
+
+def test_remb_viewer_video_is_stamped_when_it_leaves_and_padded_towards_the_goal() -> None:
+    from sfu.wire import abs_send_time
+
+    wire: list[tuple[float, bytes, str]] = []
+    clock = [0.0]
+    node = FakeNode()
+    node.send_datagram = lambda data, addr, kind: wire.append((clock[0], data, kind))  # type: ignore[attr-defined]
+    peer = SimpleNamespace(node=node, slots=[], state="connected", _tx=FakeTx(),
+                           addr=("127.0.0.1", 9))
+    sched = ManualScheduler()
+    shell = ViewerDownlink(peer, 0, "remb", scheduler=sched)  # type: ignore[arg-type]
+    assert shell.remb
+    dt = _simulcast_dt()
+    rtx_seqs = iter(range(100, 10_000))
+    probe_dt = SimpleNamespace(
+        kind="video", responder=SimpleNamespace(rtx=SimpleNamespace(ssrc=77, payload_type=97),
+                                                next_rtx_seq=lambda: next(rtx_seqs)),
+        stats=SimpleNamespace(last_rtp_timestamp=1234))
+    shell._probe_stream = lambda: probe_dt  # type: ignore[method-assign, assignment, return-value]
+    shell.add_track(dt, abs_send_time_id=3)
+    audio = DownTrack(ssrc=2, kind="audio", mid="0", clock_rate=48000, seq_start=1, ts_start=0)
+    shell.add_track(audio, abs_send_time_id=3)
+    assert dt.downlink is shell.core and dt.abs_send_time_id == 3
+    assert audio.downlink is None  # audio is not stamped (its section has no extension)
+
+    shell.on_remb(500_000, 0.0)
+    shell.reallocate(1.5)  # trusted after the warm-up: pacing, and padding towards the goal
+    assert shell.pacing
+    assert shell._pacer.padding_rate > 500_000
+    # media rewritten by forward at 1.5 s, sent by the pacer later: stamped when it leaves
+    ext = abs_send_time.add_abs_send_time((0xBEDE, b""), 3, 1.5)
+    raw = build_packet(payload_type=96, seq=1, timestamp=0, ssrc=1, payload=bytes(1100))
+    pkt = rewrite(raw, parse_header(raw), payload_type=96, seq=1, timestamp=0, ssrc=1,
+                  extensions=ext)
+    clock[0] = 1.5
+    for _ in range(5):
+        shell.pace(dt, pkt, 1.5)
+    t = 1.5
+    while (at := sched.due(shell)) is not None and t < 2.5:
+        t = at
+        clock[0] = t
+        shell.run_pacer(t)
+    media = [(w, p) for w, p, kind in wire if kind == "video"]
+    padding = [(w, p) for w, p, kind in wire if kind == "probe"]
+    assert len(media) == 5
+    assert any(w > 1.5 for w, _ in media)  # some waited for a later burst ...
+    for w, p in media:  # ... and carry the time they left, not the time of the rewrite
+        assert abs_send_time.read(p, 3) == abs_send_time.value(w)
+    assert padding, "no padding towards the goal"
+    for w, p in padding:
+        hdr = parse_header(p)
+        assert hdr.ssrc == 77 and hdr.payload_size == 0
+        assert abs_send_time.read(p, 3) == abs_send_time.value(w)
+    bits = sum(len(p) for _, p in media + padding) * 8
+    assert bits / (t - 1.5) >= 0.8 * shell._pacer.padding_rate  # the link sees ~the goal
