@@ -8,11 +8,15 @@ that stopped reporting may be congested, not idle).
 Probing: a receive-side estimator never grows beyond 1.5 x what it receives, and an SFU that
 only forwards what the estimate allows never sends more, so without help the viewer stays on
 its lowest layer. While the allocator wants more than the estimate (`set_desired_bitrate`),
-`padding_rate` asks the pacer to fill the link with padding up to `PAD_HEADROOM` x the
-estimate (up to the goal itself before the first REMB: aiortc's estimator starts from what it
-received over its first 3 s), so the viewer measures more than the media and its estimate
-can climb. A padding window that did not raise the estimate by `PAD_GAIN` within
-`PAD_WINDOW` seconds is followed by `PAD_PAUSE` seconds without padding (the link is full).
+`padding_rate` asks the pacer to fill the link with padding up to the estimate (media plus
+padding = the estimate; up to the goal itself before the first REMB: aiortc's estimator
+starts from what it received over its first 3 s), so the viewer receives what its estimate
+allows, not only the media, and the estimate can climb (a receive-side AIMD grows while it
+receives more than 1/1.5 of it). Padding above the estimate would congest a link the
+estimate already matches, and media would lose to padding in its queue. A padding window
+that did not raise the estimate by `PAD_GAIN` within `PAD_WINDOW` seconds, or during which
+the estimate fell (`PAD_DROP`: the viewer saw congestion), is followed by `PAD_PAUSE`
+seconds without padding.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from sfu.core.bwe.base import Estimator, register
 
 DEFAULT_START = 300_000.0
 STALE_AFTER = 5.0  # seconds without REMB before the estimate decays to the start value
-PAD_HEADROOM = 1.5
+PAD_HEADROOM = 1.0
+PAD_DROP = 0.8  # the estimate fell below this x its value when padding began: stop
 PAD_WINDOW = 6.0
 PAD_GAIN = 1.1
 PAD_PAUSE = 10.0
@@ -79,7 +84,7 @@ class RembEstimator(Estimator):
         window = self._window
         if window is None:
             window = self._window = (now, est)
-        elif now - window[0] >= PAD_WINDOW:
+        elif est < PAD_DROP * window[1] or now - window[0] >= PAD_WINDOW:
             if est < PAD_GAIN * window[1]:
                 # The estimate did not follow the padding: the link carries no more.
                 self._paused_until = now + PAD_PAUSE

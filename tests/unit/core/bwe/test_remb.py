@@ -36,3 +36,13 @@ def test_padding_pauses_when_the_estimate_does_not_follow() -> None:
         est.set_desired_bitrate(2e6, t)
         t += 0.1
     assert est.padding_rate() > 0  # tries again after the pause
+
+
+def test_padding_stops_at_once_when_the_estimate_falls() -> None:
+    est = RembEstimator()
+    est.on_remb(1e6, 0.0)
+    est.set_desired_bitrate(2e6, 0.0)
+    assert est.padding_rate() == 1e6
+    est.on_remb(0.5e6, 1.0)  # congestion: the viewer's estimate halved
+    est.set_desired_bitrate(2e6, 1.0)
+    assert est.padding_rate() == 0.0 and est.pad_pauses == 1
