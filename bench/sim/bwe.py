@@ -51,7 +51,8 @@ RIDS = ("q", "h", "f")
 SAMPLE = 0.1
 AUDIO_BPS = 40_000.0  # the synthetic Opus stream with headers, for "feasible" layer sums
 
-Item = tuple[bytes | None, int, float]  # (packet or None for padding, transport seq, send time)
+# (packet or None for padding, transport seq, send time, size on the wire)
+Item = tuple[bytes | None, int, float, int]
 
 
 class _Port:
@@ -129,7 +130,7 @@ class NodeViewer:
             seq = self.tseq & 0xFFFF
             self.tseq += 1
             self.estimator.on_packet_sent(seq, p.size, now, p.probe_cluster)
-            self.port.send((p.packet, seq, now), p.size, now)
+            self.port.send((p.packet, seq, now, p.size), p.size, now)
         self._arm_pacer(now)
 
     # RTCP from the viewer (through SimNode's estimator hook)
@@ -156,8 +157,10 @@ class NodeViewer:
         est.set_desired_bitrate(alloc.probe_goal, now)
         for cluster in est.pop_probes():
             self.pacer.start_probe(cluster, now)
+        pad = est.padding_rate()  # REMB: padding lets the viewer's estimate grow
+        self.pacer.set_padding_rate(pad)
         if target is not None:
-            self.pacer.set_target(pacing_target(target, alloc))
+            self.pacer.set_target(max(pacing_target(target, alloc), pad))
         for dt in alloc.changed:
             self._apply(dt, now)
         self._arm_pacer(now)
@@ -237,15 +240,14 @@ class ViewerSide:
             self.rbe = RemoteBitrateEstimator()
 
     def on_item(self, item: Item, now: float) -> None:
-        packet, seq, sent = item
-        size = len(packet) if packet is not None else 0
+        packet, seq, sent, size = item
         if self.twcc is not None:
             self.twcc.record(seq, now)
             t = self.twcc.get_timer()
             if t is not None and (self._armed is None or t < self._armed):
                 self._armed = t
                 self.engine.schedule(t, self._feedback)
-        elif self.rbe is not None and packet is not None:
+        elif self.rbe is not None:  # padding counts for the receive-side estimate too
             abs_send = int(sent * (1 << 18)) & 0xFFFFFF
             out = self.rbe.add(int(now * 1000), abs_send, size, self.video_ssrc)
             if out is not None:
