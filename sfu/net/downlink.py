@@ -41,7 +41,7 @@ from sfu.core.downlink import (
     padding_packet,
 )
 from sfu.core.downtrack import DownTrack
-from sfu.core.pacer import PacedPacket, Pacer
+from sfu.core.pacer import SFU_FACTOR, PacedPacket, Pacer
 from sfu.net.pacing import PaceScheduler
 from sfu.wire import abs_send_time
 from sfu.wire.rtp import RtpError, parse_header
@@ -56,7 +56,6 @@ PROBE_PACKET = 12 + 8 + PADDING_BYTES  # header + one-element extension block + 
 OBSERVE_INTERVAL = 1.0  # seconds between samples of the estimate histogram, per viewer
 REALLOCATE_INTERVAL = 0.02  # urgent (downward) feedback-driven allocations at most this often
 STAMP_ABS_SEND_TIME = -2  # a paced packet's abs-send-time is written when it leaves
-PACING_FACTOR = 1.0  # pacing rate / estimate (libwebrtc uses 2.5; see docs/benchmarks.md)
 
 
 class ViewerDownlink:
@@ -72,7 +71,7 @@ class ViewerDownlink:
         self.pace_media = pacing  # allowed to pace (setting); `pacing`: pacing now
         self.pacing = False
         # Until media is paced the pacer carries probes only, at the clusters' own rates.
-        self._pacer = Pacer(target_bitrate=1.0, factor=PACING_FACTOR,
+        self._pacer = Pacer(target_bitrate=1.0, factor=SFU_FACTOR,
                             padding_size=PROBE_PACKET + SRTP_OVERHEAD)
         self._scheduler = scheduler if scheduler is not None else PaceScheduler()
         self._next_observe = 0.0
@@ -236,7 +235,16 @@ class ViewerDownlink:
     def pace(self, dt: DownTrack, packet: bytes, now: float) -> None:
         """Send `packet` (video `dt.forward` just built and numbered) through the pacer."""
         core = self.core
-        tseq, size = -1, len(packet) + SRTP_OVERHEAD
+        pacer = self._pacer
+        size = len(packet) + SRTP_OVERHEAD
+        if pacer.try_send(size, now):
+            # An idle pacer with budget: it leaves now, as forward numbered and stamped it.
+            peer = self.peer
+            tx = peer._tx
+            if tx is not None and peer.addr is not None:
+                peer.node.send_datagram(tx.protect(packet), peer.addr, "video")
+            return
+        tseq = -1
         if self.remb:
             if dt.downlink is core:
                 tseq = STAMP_ABS_SEND_TIME
@@ -249,7 +257,6 @@ class ViewerDownlink:
                 if sent[i][0] == number:
                     tseq, size = sent.pop(i)[:2]
                     break
-        pacer = self._pacer
         pacer.enqueue((packet, tseq), size, "video", now)
         if self._scheduler.due(self) is None:
             self.run_pacer(now)  # idle: what the budget allows goes at once
