@@ -82,6 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send viewers' video at once instead of pacing it at their downlink estimate "
         "(env SFU_BWE_PACING=0)",
     )
+    serve.add_argument(
+        "--bwe-remb", action="store_true",
+        help="estimate the downlink of viewers without transport-cc from their REMB "
+        "(abs-send-time + goog-remb, e.g. aiortc) and let it drive their layers "
+        "(env SFU_BWE_REMB=1)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -183,8 +189,17 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         record_rooms=[r.strip() for r in args.record_room or [] if r.strip()],
         recordings_dir=args.recordings_dir or "",
         recording_retention_days=max(0.0, args.recording_retention_days or 0.0),
-        bwe_pacing=not (args.no_bwe_pacing or env.get("SFU_BWE_PACING", "").strip() in ("0", "false", "no", "off")),
+        bwe_pacing=not (args.no_bwe_pacing or _env_off(env, "SFU_BWE_PACING")),
+        bwe_remb=args.bwe_remb or _env_on(env, "SFU_BWE_REMB"),
     )
+
+
+def _env_off(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _env_on(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _store_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:

@@ -125,15 +125,16 @@ def negotiate_publish(m: MediaSection) -> Negotiated:
     )
 
 
-def negotiate_subscribe(m: MediaSection) -> Negotiated:
-    """A section the client receives on: accept every codec we can forward."""
+def negotiate_subscribe(m: MediaSection, *, remb: bool = False) -> Negotiated:
+    """A section the client receives on: accept every codec we can forward. `remb`: offer
+    the REMB fallback (abs-send-time + goog-remb) to a viewer without transport-cc."""
     if m.port == 0 or m.kind not in SUPPORTED_CODECS:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
     # Transport-cc towards the viewer (the node's send-side estimator), when it offers the
     # extension with an id the one-byte form can carry.
     twcc = subscribe_twcc_id(m) is not None
     # Otherwise REMB (the viewer estimates, e.g. aiortc): abs-send-time stamped on egress.
-    remb = not twcc and subscribe_remb_id(m) is not None
+    remb = remb and not twcc and subscribe_remb_id(m) is not None
     codecs = [_answer_codec(c, m.kind, twcc=twcc, remb=remb) for c in m.codecs
               if _usable(c, m.kind)]
     if not codecs:

@@ -148,7 +148,7 @@ def answer_offer(
                     simulcast=("recv " + ";".join(rids)) if rids else None,
                 )
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
-            neg = negotiate_subscribe(m)
+            neg = negotiate_subscribe(m, remb=node.settings.bwe_remb)
             if neg.accepted:
                 slot = _subscribe_slot(node, peer.participant, mid, neg)
                 slot.wants = subscriptions.get(mid)
@@ -282,7 +282,8 @@ def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> Non
         if ext_id is None:
             # No transport-cc: a viewer reporting REMB over abs-send-time gets the REMB
             # fallback (ext_id 0: nothing numbered); anything else gets no estimate.
-            if subscribe_remb_id(m) is None or estimator == "null":
+            if (not settings.bwe_remb or subscribe_remb_id(m) is None
+                    or estimator == "null"):
                 return
             ext_id, estimator = 0, "remb"
         peer.bwe = ViewerDownlink(peer, ext_id, estimator,

@@ -111,7 +111,16 @@ class ViewerDownlink:
                 now - self._allocated_at >= REALLOCATE_INTERVAL):
             self.reallocate(now)
 
-    def on_remb(self, bitrate: float, now: float) -> None:
+    def on_remb(self, bitrate: float, now: float, ssrcs: Iterable[int] = ()) -> None:
+        """A REMB from the viewer. It caps the streams it lists: audio it does not list
+        (aiortc estimates per video receiver) is added back, at the allocator's audio rate,
+        since the allocator serves audio out of the same estimate."""
+        listed = set(ssrcs)
+        if listed:
+            alloc = self.core.allocator
+            unlisted = sum(1 for slot in self.peer.slots if slot.downtrack.kind == "audio"
+                           and slot.downtrack.ssrc not in listed)
+            bitrate += unlisted * alloc.audio_default
         self.core.on_remb(bitrate, now)
 
     def on_report(self, fraction_lost: float, rtt: float | None, now: float) -> None:

@@ -501,7 +501,7 @@ class Peer:
                     self.bwe.on_feedback(p, now)
             elif isinstance(p, rtcp.Remb):
                 if self.bwe is not None:
-                    self.bwe.on_remb(p.bitrate, now)
+                    self.bwe.on_remb(p.bitrate, now, p.ssrcs)
             elif isinstance(p, rtcp.ReceiverReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from aiortc import RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate
 
@@ -50,6 +51,12 @@ SWITCH_LIMIT = 8.0  # drop to a lower layer at the node (aiortc sends REMB every
 # frame until 512 packets later: at q's packet rate that is 20-30 s before it shows q
 DECODE_LIMIT = 45.0
 FRAME_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def node_settings(node_settings: Any) -> Any:
+    node_settings.bwe_remb = True  # the REMB fallback is a setting, off by default
+    return node_settings
 
 
 def _rid(dt: Any) -> str | None:

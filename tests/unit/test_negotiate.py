@@ -254,7 +254,9 @@ def test_subscribe_without_transport_cc_gets_remb_and_abs_send_time() -> None:
     m = _video(vp8, extmaps=[Extmap(1, "urn:ietf:params:rtp-hdrext:sdes:mid"),
                              Extmap(3, EXT_ABS_SEND_TIME)])
     m.direction = "recvonly"
-    neg = negotiate_subscribe(m)
+    off = negotiate_subscribe(m)  # the fallback is a setting (bwe_remb), off by default
+    assert off.codecs[0].rtcp_fb == ["nack", "nack pli"] and off.extmaps == []
+    neg = negotiate_subscribe(m, remb=True)
     assert neg.codecs[0].rtcp_fb == ["nack", "nack pli", "goog-remb"]
     assert neg.extmaps == [Extmap(3, EXT_ABS_SEND_TIME)]
     assert subscribe_twcc_id(m) is None and subscribe_remb_id(m) == 3
@@ -262,7 +264,7 @@ def test_subscribe_without_transport_cc_gets_remb_and_abs_send_time() -> None:
     both = _video(Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "goog-remb"]),
                   extmaps=[Extmap(3, EXT_ABS_SEND_TIME), Extmap(4, TWCC)])
     both.direction = "recvonly"
-    neg = negotiate_subscribe(both)
+    neg = negotiate_subscribe(both, remb=True)
     assert neg.codecs[0].rtcp_fb == ["transport-cc"]
     assert neg.extmaps == [Extmap(4, TWCC)]
     # abs-send-time without goog-remb on any codec: nobody would report, no fallback.
@@ -270,7 +272,7 @@ def test_subscribe_without_transport_cc_gets_remb_and_abs_send_time() -> None:
                   extmaps=[Extmap(3, EXT_ABS_SEND_TIME)])
     mute.direction = "recvonly"
     assert subscribe_remb_id(mute) is None
-    assert negotiate_subscribe(mute).extmaps == []
+    assert negotiate_subscribe(mute, remb=True).extmaps == []
 
 
 def test_subscribe_whep_audio() -> None:

@@ -8,8 +8,8 @@ that stopped reporting may be congested, not idle).
 Probing: a receive-side estimator never grows beyond 1.5 x what it receives, and an SFU that
 only forwards what the estimate allows never sends more, so without help the viewer stays on
 its lowest layer. While the allocator wants more than the estimate (`set_desired_bitrate`),
-`padding_rate` asks the pacer to fill the link with padding up to the estimate (media plus
-padding = the estimate; up to the goal itself before the first REMB: aiortc's estimator
+`padding_rate` asks the pacer to fill the link with padding up to the last REMB (media plus
+padding = what the viewer reported; up to the goal itself before the first REMB: aiortc's estimator
 starts from what it received over its first 3 s), so the viewer receives what its estimate
 allows, not only the media, and the estimate can climb (a receive-side AIMD grows while it
 receives more than 1/1.5 of it). Padding above the estimate would congest a link the
@@ -27,7 +27,7 @@ from sfu.core.bwe.base import Estimator, register
 
 DEFAULT_START = 300_000.0
 STALE_AFTER = 5.0  # seconds without REMB before the estimate decays to the start value
-PAD_HEADROOM = 1.0
+REMB_BETA = 0.85  # a receive-side AIMD reports this x what it received after an overuse
 PAD_DROP = 0.8  # the estimate fell below this x its value when padding began: stop
 PAD_WINDOW = 6.0
 PAD_GAIN = 1.1
@@ -52,6 +52,7 @@ class RembEstimator(Estimator):
         self._bitrate = start_bitrate
         self._last: float | None = None
         self.rembs = 0
+        self.last_remb: float | None = None
         self._goal: float | None = None
         self._window: tuple[float, float] | None = None  # (start, estimate then) of padding
         self._paused_until = 0.0
@@ -59,9 +60,16 @@ class RembEstimator(Estimator):
         self.pad_pauses = 0
 
     def on_remb(self, bitrate: float, now: float) -> None:
+        """The viewer's REMB (bits/s). The estimate is REMB / `REMB_BETA`: after an overuse a
+        receive-side AIMD (libwebrtc's, aiortc's) reports 0.85 x the rate it received, a
+        target with headroom for an encoder; the node's allocator keeps its own margin, so
+        it divides by the rate the viewer showed it can receive. Otherwise a viewer whose
+        REMB sat at the rate of the layer it plays (aiortc starts there, from 3 s of media)
+        would be moved down for no congestion at all."""
         self.rembs += 1
         self._last = now
-        self._bitrate = min(self._max, max(self._min, float(bitrate)))
+        self.last_remb = float(bitrate)
+        self._bitrate = min(self._max, max(self._min, float(bitrate) / REMB_BETA))
 
     @property
     def target_bitrate(self) -> float:
@@ -93,7 +101,10 @@ class RembEstimator(Estimator):
                 self._window = None
                 return
             window = self._window = (now, est)
-        self._padding = goal if self._last is None else min(goal, PAD_HEADROOM * est)
+        # Up to what the viewer reported (not the estimate above it): more would congest a
+        # link the report already matches.
+        remb = self.last_remb
+        self._padding = goal if self._last is None or remb is None else min(goal, remb)
 
     def get_timer(self) -> float | None:
         return None if self._last is None else self._last + self._stale
@@ -105,7 +116,7 @@ class RembEstimator(Estimator):
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "target_bitrate": self._bitrate, "state": self.state,
-                "rembs": self.rembs, "padding_rate": self._padding,
+                "rembs": self.rembs, "last_remb": self.last_remb, "padding_rate": self._padding,
                 "pad_pauses": self.pad_pauses}
 
 

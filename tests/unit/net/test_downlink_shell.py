@@ -6,6 +6,7 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
+from sfu.core.bwe.remb import REMB_BETA
 from sfu.core.downtrack import DownTrack
 from sfu.net.downlink import ViewerDownlink
 from sfu.wire.rtp import build_packet, parse_header, rewrite
@@ -109,7 +110,7 @@ def _paced_shell(estimate: float) -> tuple[ViewerDownlink, ManualScheduler, list
     sched = ManualScheduler()
     shell = ViewerDownlink(peer, 6, "remb", scheduler=sched)  # type: ignore[arg-type]
     shell.clock = clock  # type: ignore[attr-defined]
-    shell.core.on_remb(estimate, 0.0)
+    shell.core.on_remb(estimate * REMB_BETA, 0.0)  # the estimate is REMB / beta
     assert not shell.pacing  # no trusted estimate yet: the forward loop sends at once
     shell.reallocate(1.0)
     assert shell.pacing
@@ -234,3 +235,17 @@ def test_remb_viewer_video_is_stamped_when_it_leaves_and_padded_towards_the_goal
         assert abs_send_time.read(p, 3) == abs_send_time.value(w)
     bits = sum(len(p) for _, p in media + padding) * 8
     assert bits / (t - 1.5) >= 0.8 * shell._pacer.padding_rate  # the link sees ~the goal
+
+
+def test_remb_that_lists_only_video_gets_the_audio_allocation_added() -> None:
+    node = FakeNode()
+    audio = DownTrack(ssrc=2, kind="audio", mid="0", clock_rate=48000, seq_start=1, ts_start=0)
+    video = _dt()
+    peer = SimpleNamespace(node=node, state="connected", _tx=None, addr=None,
+                           slots=[SimpleNamespace(downtrack=audio),
+                                  SimpleNamespace(downtrack=video)])
+    shell = ViewerDownlink(peer, 0, "remb", scheduler=ManualScheduler())  # type: ignore[arg-type]
+    shell.on_remb(1_000_000, 0.0, [video.ssrc, 0x1234])  # aiortc: video + its RTX
+    assert shell.core.estimator.stats()["last_remb"] == 1_000_000 + 64_000
+    shell.on_remb(1_000_000, 1.0, [video.ssrc, audio.ssrc])  # covers both: as reported
+    assert shell.core.estimator.stats()["last_remb"] == 1_000_000
