@@ -27,7 +27,6 @@ from sfu.core.bwe.base import Estimator, register
 
 DEFAULT_START = 300_000.0
 STALE_AFTER = 5.0  # seconds without REMB before the estimate decays to the start value
-REMB_BETA = 0.85  # a receive-side AIMD reports this x what it received after an overuse
 PAD_DROP = 0.8  # the estimate fell below this x its value when padding began: stop
 PAD_WINDOW = 6.0
 PAD_GAIN = 1.1
@@ -60,16 +59,14 @@ class RembEstimator(Estimator):
         self.pad_pauses = 0
 
     def on_remb(self, bitrate: float, now: float) -> None:
-        """The viewer's REMB (bits/s). The estimate is REMB / `REMB_BETA`: after an overuse a
-        receive-side AIMD (libwebrtc's, aiortc's) reports 0.85 x the rate it received, a
-        target with headroom for an encoder; the node's allocator keeps its own margin, so
-        it divides by the rate the viewer showed it can receive. Otherwise a viewer whose
-        REMB sat at the rate of the layer it plays (aiortc starts there, from 3 s of media)
-        would be moved down for no congestion at all."""
+        """The viewer's REMB (bits/s) is the estimate. (Dividing it by the 0.85 a
+        receive-side AIMD cuts to after an overuse, to keep a viewer whose REMB sits at its
+        layer's rate on that layer, was tried: in the sim it held layers at exactly the
+        capacity after a drop, with a standing 300 ms queue.)"""
         self.rembs += 1
         self._last = now
         self.last_remb = float(bitrate)
-        self._bitrate = min(self._max, max(self._min, float(bitrate) / REMB_BETA))
+        self._bitrate = min(self._max, max(self._min, float(bitrate)))
 
     @property
     def target_bitrate(self) -> float:

@@ -6,7 +6,6 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-from sfu.core.bwe.remb import REMB_BETA
 from sfu.core.downtrack import DownTrack
 from sfu.net.downlink import ViewerDownlink
 from sfu.wire.rtp import build_packet, parse_header, rewrite
@@ -110,7 +109,7 @@ def _paced_shell(estimate: float) -> tuple[ViewerDownlink, ManualScheduler, list
     sched = ManualScheduler()
     shell = ViewerDownlink(peer, 6, "remb", scheduler=sched)  # type: ignore[arg-type]
     shell.clock = clock  # type: ignore[attr-defined]
-    shell.core.on_remb(estimate * REMB_BETA, 0.0)  # the estimate is REMB / beta
+    shell.core.on_remb(estimate, 0.0)
     assert not shell.pacing  # no trusted estimate yet: the forward loop sends at once
     shell.reallocate(1.0)
     assert shell.pacing
