@@ -143,6 +143,7 @@ class Node:
             await self.recorder.close()  # finish the files while the rooms still exist
         for peer in list(self.peers.values()):
             self.close_peer(peer, "node_stopped")
+        self.pacing.close()
         await self._close_room_sockets()
         await asyncio.sleep(0)
         if self._runner is not None:
