@@ -87,6 +87,8 @@ class DownTrack:
         self.downlink: Any = None
         # abs-send-time id for a REMB viewer's video (its downlink has no transport-cc id)
         self.abs_send_time_id = 0
+        # Paced video of a numbered viewer: forward leaves the transport-wide seq to the pacer
+        self.number_at_send = False
         # The allocator paused this video (rank -1): distinct from `paused` (DTLS not up).
         self.allocator_paused = False
 
@@ -244,13 +246,21 @@ class DownTrack:
             ext = NO_EXTENSIONS
             if hdr.ext_profile:
                 ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
-            tseq = tw.seq
-            tw.seq = (tseq + 1) & 0xFFFF
-            pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
-                                             self.ssrc, tw.ext_id, tseq)
-            if munge_vp8:
-                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
-            tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
+            if self.number_at_send:
+                # Paced: the pacer takes the number when the packet leaves (numbers follow
+                # the wire order, or the viewer's feedback reads overtaken packets as lost).
+                pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
+                                                 self.ssrc, tw.ext_id, 0)
+                if munge_vp8:
+                    pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+            else:
+                tseq = tw.seq
+                tw.seq = (tseq + 1) & 0xFFFF
+                pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
+                                                 self.ssrc, tw.ext_id, tseq)
+                if munge_vp8:
+                    pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+                tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
         elif hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
             ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]

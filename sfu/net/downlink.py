@@ -55,7 +55,8 @@ log = logging.getLogger("sfu.bwe")
 PROBE_PACKET = 12 + 8 + PADDING_BYTES  # header + one-element extension block + padding
 OBSERVE_INTERVAL = 1.0  # seconds between samples of the estimate histogram, per viewer
 REALLOCATE_INTERVAL = 0.02  # urgent (downward) feedback-driven allocations at most this often
-STAMP_ABS_SEND_TIME = -2  # a paced packet's abs-send-time is written when it leaves
+# what a paced packet gets written when it leaves
+NOTHING_TO_STAMP, STAMP_TRANSPORT_SEQ, STAMP_ABS_SEND_TIME = 0, 1, 2
 
 
 class ViewerDownlink:
@@ -85,6 +86,7 @@ class ViewerDownlink:
         viewer stamp abs-send-time on it when its section negotiated the extension."""
         if not self.remb:
             dt.downlink = self.core
+            dt.number_at_send = self.pacing and dt.kind == "video"
         elif dt.kind == "video" and abs_send_time_id:
             dt.downlink = self.core
             dt.abs_send_time_id = abs_send_time_id
@@ -96,6 +98,17 @@ class ViewerDownlink:
         self.core.remove_track(dt)
         dt.downlink = None
         dt.abs_send_time_id = 0
+        dt.number_at_send = False
+
+    def _number_at_send(self) -> None:
+        """Pacing starts: the video of a numbered viewer gets its transport-wide seq when
+        the pacer sends it, not when forward rewrites it."""
+        if self.remb:
+            return
+        for slot in self.peer.slots:
+            dt = slot.downtrack
+            if dt.kind == "video" and dt.downlink is self.core:
+                dt.number_at_send = True
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -158,7 +171,9 @@ class ViewerDownlink:
             pacer.set_padding_rate(pad)
             self._arm_pacer()
         if est is not None and self.pace_media:
-            self.pacing = True
+            if not self.pacing:
+                self.pacing = True
+                self._number_at_send()
             pacer.set_target(max(pacing_target(est, core.last), pad))
         elif pad:
             pacer.set_target(pad)
@@ -242,35 +257,41 @@ class ViewerDownlink:
     # --- pacing ----------------------------------------------------------------------------
 
     def pace(self, dt: DownTrack, packet: bytes, now: float) -> None:
-        """Send `packet` (video `dt.forward` just built and numbered) through the pacer."""
+        """Send `packet` (video `dt.forward` just built) through the pacer. A numbered
+        viewer's packet gets its transport-wide seq when it leaves (`dt.number_at_send`), a
+        REMB viewer's its abs-send-time."""
         core = self.core
         pacer = self._pacer
         size = len(packet) + SRTP_OVERHEAD
+        mark = NOTHING_TO_STAMP
+        if dt.downlink is core:
+            mark = STAMP_ABS_SEND_TIME if self.remb else (
+                STAMP_TRANSPORT_SEQ if dt.number_at_send else NOTHING_TO_STAMP)
         if pacer.try_send(size, now):
-            # An idle pacer with budget: it leaves now, as forward numbered and stamped it.
+            # An idle pacer with budget: it leaves now.
             peer = self.peer
             tx = peer._tx
             if tx is not None and peer.addr is not None:
+                if mark == STAMP_TRANSPORT_SEQ:
+                    packet = self._number(packet, size, now, None)
                 peer.node.send_datagram(tx.protect(packet), peer.addr, "video")
             return
-        tseq = -1
-        if self.remb:
-            if dt.downlink is core:
-                tseq = STAMP_ABS_SEND_TIME
-        elif dt.downlink is core and core.sent:
-            # forward recorded it as sent now (normally the last record); it is recorded
-            # again when it really leaves
-            sent = core.sent
-            number = _leading_transport_seq(packet)
-            for i in range(len(sent) - 1, -1, -1):
-                if sent[i][0] == number:
-                    tseq, size = sent.pop(i)[:2]
-                    break
-        pacer.enqueue((packet, tseq), size, "video", now)
+        pacer.enqueue((packet, mark), size, "video", now)
         if self._scheduler.due(self) is None:
             self.run_pacer(now)  # idle: what the budget allows goes at once
         elif pacer.queued_bytes > 0:
             self.peer.node.metrics.bwe["paced_waits"] += 1
+
+    def _number(self, packet: bytes, size: int, now: float, cluster: int | None) -> bytes:
+        """`packet` with the next transport-wide seq in its leading element, recorded as
+        sent now."""
+        at = _leading_element_value(packet)
+        if at < 0:
+            return packet
+        core = self.core
+        seq = core.next_seq()
+        core.sent.append((seq, size, now, cluster))
+        return b"".join((packet[:at], pack_transport_seq(seq), packet[at + 2:]))
 
     def _arm_pacer(self) -> None:
         if not self.closed:
@@ -303,10 +324,10 @@ class ViewerDownlink:
         for p in out:
             item = p.packet
             if item is not None:
-                packet, tseq = item
-                if tseq >= 0:
-                    core.sent.append((tseq, p.size, now, p.probe_cluster))
-                elif tseq == STAMP_ABS_SEND_TIME:
+                packet, mark = item
+                if mark == STAMP_TRANSPORT_SEQ:
+                    packet = self._number(packet, p.size, now, p.probe_cluster)
+                elif mark == STAMP_ABS_SEND_TIME:
                     packet = abs_send_time.stamp(packet, now)
                 node.send_datagram(tx.protect(packet), addr, "video")
                 continue
@@ -345,15 +366,14 @@ class ViewerDownlink:
         self._scheduler.cancel(self)
 
 
-def _leading_transport_seq(packet: bytes) -> int:
-    """The transport-wide seq `rewrite_with_transport_seq` put first in the extension block
-    (one- or two-byte form), -1 if the packet has no extension block."""
+def _leading_element_value(packet: bytes) -> int:
+    """Offset of the value of the first element of the extension block (where forward puts
+    the transport-wide seq), -1 if the packet has no extension block."""
     if not packet[0] & 0x10:
         return -1
     off = 12 + 4 * (packet[0] & 0x0F)
     profile = (packet[off] << 8) | packet[off + 1]
-    at = off + 5 if profile == 0xBEDE else off + 6
-    return (packet[at] << 8) | packet[at + 1]
+    return off + 5 if profile == 0xBEDE else off + 6
 
 
 def bitrate_gauge(peers: Iterable[Peer]) -> dict[tuple[str, ...], float]:

@@ -215,3 +215,18 @@ def test_remb_starts_the_warmup() -> None:
     alloc = link.update(1.6)
     assert alloc is not None and link.estimate == 800_000
     assert dt.allocated_rank == 1  # h fits 800 kbit/s, f does not
+
+
+def test_paced_video_takes_no_number_in_forward() -> None:
+    # The pacer numbers it when it leaves, so numbers follow the order on the wire.
+    est = Recorder()
+    link = Downlink(est, ext_id=5)
+    _, dt = _video()
+    link.add_track(dt)
+    dt.downlink = link
+    dt.number_at_send = True
+    data = _rtp(10, KEY, [(2, b"\x30")])
+    pkt = dt.forward(data, parse_header(data), True, 1.0)
+    assert pkt is not None
+    assert read_transport_seq(pkt, parse_header(pkt), 5) == 0  # a placeholder, first
+    assert link.seq == 0 and link.sent == []

@@ -117,19 +117,21 @@ def _paced_shell(estimate: float) -> tuple[ViewerDownlink, ManualScheduler, list
 
 
 def _numbered(dt: DownTrack, shell: ViewerDownlink, i: int) -> bytes:
-    """What DownTrack.forward does for a numbered viewer: take a number, record the send."""
-    core = shell.core
-    seq = core.next_seq()
-    pkt = build_packet(payload_type=96, seq=i, timestamp=0, ssrc=1, payload=bytes(1188),
-                       extensions=[(6, bytes((seq >> 8, seq & 0xFF)))])
-    core.on_sent(seq, len(pkt), 1.0)
-    return pkt
+    """What DownTrack.forward builds for a paced, numbered viewer: the transport-wide seq
+    element first, its value left to the pacer."""
+    assert dt.number_at_send
+    return build_packet(payload_type=96, seq=i, timestamp=0, ssrc=1, payload=bytes(1188),
+                        extensions=[(6, b"\x00\x00")])
 
 
 def test_a_key_frame_leaves_at_the_estimate_in_small_bursts() -> None:
     shell, sched, wire = _paced_shell(1_000_000.0)
     dt = _dt()
-    dt.downlink = shell.core
+    shell.core.ext_id = 6  # numbered, as a transport-cc viewer's
+    shell.remb = False
+    shell.add_track(dt)
+    assert dt.number_at_send  # pacing is on: numbers are taken when packets leave
+    shell.core.seq = 40
     shell.core.flush()
     frame = [_numbered(dt, shell, i) for i in range(25)]  # a 30 kB key frame at once
     shell.clock[0] = 1.0  # type: ignore[attr-defined]
@@ -141,7 +143,9 @@ def test_a_key_frame_leaves_at_the_estimate_in_small_bursts() -> None:
         t = at
         shell.clock[0] = t  # type: ignore[attr-defined]
         shell.run_pacer(t)
-    assert [p for _, p in wire] == frame  # all of it, in order
+    assert [parse_header(p).seq for _, p in wire] == list(range(25))  # all of it, in order
+    # numbered in the order they left, from where the transport's numbering was
+    assert [read_transport_seq(p, parse_header(p), 6) for _, p in wire] == list(range(40, 65))
     span = wire[-1][0] - wire[0][0]
     bits = sum(len(p) for p in frame[:-1]) * 8
     assert 0.8 * bits / 1e6 <= span <= 1.3 * bits / 1e6, span  # ~ the estimate's rate
@@ -149,7 +153,7 @@ def test_a_key_frame_leaves_at_the_estimate_in_small_bursts() -> None:
         assert b[0] - a[0] <= 0.0101  # 5 ms bursts, never a long hold
     # the estimator hears each packet once, with the time it left
     sent = shell.core.sent
-    assert [s[0] for s in sent] == list(range(25))
+    assert [s[0] for s in sent] == list(range(40, 65))
     assert [s[2] for s in sent] == [w[0] for w in wire]
 
 
