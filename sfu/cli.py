@@ -115,6 +115,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--publish-red", action="store_true",
         help="answer Opus RED to publishers (passed on to viewers with RED, unwrapped for others)",
     )
+    serve.add_argument(
+        "--no-bwe-pacing", action="store_true",
+        help="send viewers' video at once instead of pacing it at their downlink estimate "
+        "(env SFU_BWE_PACING=0)",
+    )
+    serve.add_argument(
+        "--bwe-remb", action="store_true",
+        help="estimate the downlink of viewers without transport-cc from their REMB "
+        "(abs-send-time + goog-remb, e.g. aiortc) and let it drive their layers "
+        "(env SFU_BWE_REMB=1)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -227,7 +238,17 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         viewer_fec=not args.no_viewer_fec,
         publish_fec=args.publish_fec,
         publish_red=args.publish_red,
+        bwe_pacing=not (args.no_bwe_pacing or _env_off(env, "SFU_BWE_PACING")),
+        bwe_remb=args.bwe_remb or _env_on(env, "SFU_BWE_REMB"),
     )
+
+
+def _env_off(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _env_on(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")

@@ -71,7 +71,10 @@ class Settings:
     recording_retention_days: float = 0.0
     recording_min_free_mb: int = 256
     # Downlink bandwidth estimation for viewers that negotiate transport-cc: the estimator
-    # (sfu.core.bwe registry: gcc, remb, null) and whether to probe with RTX padding.
+    # (sfu.core.bwe registry: gcc, remb, null), whether to probe with RTX padding, and
+    # whether to pace their video at the estimate (sfu.net.downlink), and whether viewers
+    # without transport-cc that report REMB (aiortc) get the REMB fallback (off by default:
+    # a receive-side estimate grows 8 %/s, so such a viewer climbs back to a layer slowly).
     bwe_estimator: str = "gcc"
     bwe_probing: bool = True
     # Cluster (docs/deploy.md): the Redis holding the node registry and room directory
@@ -93,6 +96,8 @@ class Settings:
     viewer_fec: bool = True
     publish_red: bool = False
     publish_fec: bool = False
+    bwe_pacing: bool = True
+    bwe_remb: bool = False
 
 
 def _local_ipv4_addresses() -> list[str]:

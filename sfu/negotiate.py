@@ -19,6 +19,7 @@ EXT_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
 EXT_ABS_CAPTURE = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
 EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 EXT_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 # Extensions a publisher may send us: routing ones, those we pass on, and transport-cc (the
 # node returns transport-cc feedback to publishers; subscribers get it with a send-side estimator).
@@ -36,6 +37,7 @@ FORWARD_EXTENSIONS = frozenset(
 SUPPORTED_CODECS = {"audio": ("OPUS",), "video": ("VP8", "H264")}
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir")
 PUBLISH_FEEDBACK = ("transport-cc",)  # publishers, and viewers offering the transport-cc ext
+REMB_FEEDBACK = ("goog-remb",)  # video viewers without transport-cc (receive-side estimate)
 
 
 @dataclass(slots=True)
@@ -65,10 +67,11 @@ def _usable(codec: Codec, kind: str) -> bool:
     return True
 
 
-def _answer_codec(codec: Codec, kind: str, publish: bool = False, twcc: bool = False) -> Codec:
+def _answer_codec(codec: Codec, kind: str, publish: bool = False, twcc: bool = False,
+                  remb: bool = False) -> Codec:
     allowed = (VIDEO_FEEDBACK if kind == "video" else ()) + (
         PUBLISH_FEEDBACK if publish or twcc else ()
-    )
+    ) + (REMB_FEEDBACK if remb else ())
     fb = [f for f in codec.rtcp_fb if f in allowed]
     return Codec(
         payload_type=codec.payload_type,
@@ -161,17 +164,24 @@ def video_fec_codecs(offered: list[Codec], *, need_rtx: bool) -> list[Codec]:
     return [_answer_codec(c, "video") for c in out]
 
 
-def negotiate_subscribe(m: MediaSection, *, video_fec: bool = True) -> Negotiated:
+def negotiate_subscribe(
+    m: MediaSection, *, video_fec: bool = True, remb: bool = False
+) -> Negotiated:
     """A section the client receives on: accept every codec we can forward.
 
     With `video_fec`, red/90000 + ulpfec/90000 when the viewer offers both: the node then
-    sends its video in RED and adds ULPFEC when the viewer's loss and RTT call for it."""
+    sends its video in RED and adds ULPFEC when the viewer's loss and RTT call for it.
+    `remb`: offer the REMB fallback (abs-send-time + goog-remb) to a viewer without
+    transport-cc."""
     if m.port == 0 or m.kind not in SUPPORTED_CODECS:
         return Negotiated(m, [], [], False, "unsupported kind" if m.port else "rejected")
     # Transport-cc towards the viewer (the node's send-side estimator), when it offers the
     # extension with an id the one-byte form can carry.
     twcc = subscribe_twcc_id(m) is not None
-    codecs = [_answer_codec(c, m.kind, twcc=twcc) for c in m.codecs if _usable(c, m.kind)]
+    # Otherwise REMB (the viewer estimates, e.g. aiortc): abs-send-time stamped on egress.
+    remb = remb and not twcc and subscribe_remb_id(m) is not None
+    codecs = [_answer_codec(c, m.kind, twcc=twcc, remb=remb) for c in m.codecs
+              if _usable(c, m.kind)]
     if not codecs:
         return Negotiated(m, [], [], False, f"no supported {m.kind} codec")
     primary = {c.payload_type for c in codecs}
@@ -183,6 +193,8 @@ def negotiate_subscribe(m: MediaSection, *, video_fec: bool = True) -> Negotiate
     if m.kind == "video" and video_fec:
         extra += video_fec_codecs(m.codecs, need_rtx=any(c.name == "RTX" for c in extra))
     allowed = FORWARD_EXTENSIONS | {EXT_TRANSPORT_CC} if twcc else FORWARD_EXTENSIONS
+    if remb:
+        allowed = allowed | {EXT_ABS_SEND_TIME}
     return Negotiated(m, codecs + extra, _extmaps(m, allowed), True)
 
 
@@ -190,6 +202,19 @@ def subscribe_twcc_id(m: MediaSection) -> int | None:
     """The transport-cc extension id a viewer's section offers (1..14), else None."""
     ext_id = m.extmap_id(EXT_TRANSPORT_CC)
     return ext_id if ext_id is not None and 1 <= ext_id <= 14 else None
+
+
+def subscribe_remb_id(m: MediaSection) -> int | None:
+    """The abs-send-time extension id (1..14) of a video section whose codecs offer
+    goog-remb: the viewer runs a receive-side estimator and reports REMB. None otherwise."""
+    if m.kind != "video":
+        return None
+    ext_id = m.extmap_id(EXT_ABS_SEND_TIME)
+    if ext_id is None or not 1 <= ext_id <= 14:
+        return None
+    if not any("goog-remb" in c.rtcp_fb for c in m.codecs if _usable(c, m.kind)):
+        return None
+    return ext_id
 
 
 def red_primary(codec: Codec) -> int | None:

@@ -29,6 +29,7 @@ from sfu.core.receiver import Receiver
 from sfu.core.room import Room, Slot
 from sfu.metrics import NodeMetrics
 from sfu.net import downlink, recovery_gauges
+from sfu.net.pacing import PaceScheduler
 from sfu.net.peer import Peer
 from sfu.net.udp import UdpMux
 from sfu.offer import Answered, answer_offer, create_peer, parse_offer
@@ -56,6 +57,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = NodeMetrics()
+        self.pacing = PaceScheduler()  # one timer for every viewer's pacer
         self.certificate = RTCCertificate.generateCertificate()
         fp = next(f for f in self.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.fingerprint = (fp.algorithm, fp.value)
@@ -172,6 +174,7 @@ class Node:
             await self.cascade.stop()  # edges hear "bye" and take the tracks down at once
         for peer in list(self.peers.values()):
             self.close_peer(peer, "node_stopped")
+        self.pacing.close()
         await self._close_room_sockets()
         await asyncio.sleep(0)
         if self._runner is not None:

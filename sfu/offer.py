@@ -22,6 +22,7 @@ from sfu.negotiate import (
     negotiate_publish,
     negotiate_subscribe,
     primary_codec,
+    subscribe_remb_id,
     subscribe_twcc_id,
 )
 from sfu.net.downlink import ViewerDownlink
@@ -149,7 +150,8 @@ def answer_offer(
                     simulcast=("recv " + ";".join(rids)) if rids else None,
                 )
         elif m.port != 0 and _receiving(m.direction) and allow_subscribe:
-            neg = negotiate_subscribe(m, video_fec=node.settings.viewer_fec)
+            neg = negotiate_subscribe(m, video_fec=node.settings.viewer_fec,
+                                      remb=node.settings.bwe_remb)
             if neg.accepted:
                 slot = _subscribe_slot(node, peer.participant, mid, neg, session=peer.id)
                 slot.wants = subscriptions.get(mid)
@@ -284,14 +286,25 @@ def simulcast_rids(m: MediaSection) -> list[str]:
 def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> None:
     """Number this viewer's egress and estimate its downlink when it offered transport-cc
     (one estimator per transport: every section of the BUNDLE shares it)."""
+    settings = node.settings
     if peer.bwe is None:
         ext_id = subscribe_twcc_id(m)
+        estimator = settings.bwe_estimator
         if ext_id is None:
-            return
-        settings = node.settings
-        peer.bwe = ViewerDownlink(peer, ext_id, settings.bwe_estimator,
-                                  probing=settings.bwe_probing)
-    peer.bwe.add_track(slot.downtrack)
+            # No transport-cc: a viewer reporting REMB over abs-send-time gets the REMB
+            # fallback (ext_id 0: nothing numbered); anything else gets no estimate.
+            if (not settings.bwe_remb or subscribe_remb_id(m) is None
+                    or estimator == "null"):
+                return
+            ext_id, estimator = 0, "remb"
+        peer.bwe = ViewerDownlink(peer, ext_id, estimator,
+                                  probing=settings.bwe_probing, pacing=settings.bwe_pacing,
+                                  scheduler=node.pacing)
+        for earlier in peer.slots:  # sections answered before this one (audio first)
+            if earlier is not slot and earlier.downtrack.downlink is None:
+                peer.bwe.add_track(earlier.downtrack)
+    peer.bwe.add_track(slot.downtrack,
+                       subscribe_remb_id(m) if peer.bwe.remb else None)
 
 
 def _subscribe_slot(

@@ -36,6 +36,7 @@ from bench.sim.run import OPUS_CODEC, VP8_CODEC, ConfigError, SimConfig, link_co
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
 from sfu.core.allocator import Allocator
+from sfu.core.downlink import pacing_target
 from sfu.core.downtrack import DownTrack
 from sfu.core.layers import choose_layer
 from sfu.core.pacer import Pacer
@@ -50,7 +51,8 @@ RIDS = ("q", "h", "f")
 SAMPLE = 0.1
 AUDIO_BPS = 40_000.0  # the synthetic Opus stream with headers, for "feasible" layer sums
 
-Item = tuple[bytes | None, int, float]  # (packet or None for padding, transport seq, send time)
+# (packet or None for padding, transport seq, send time, size on the wire)
+Item = tuple[bytes | None, int, float, int]
 
 
 class _Port:
@@ -128,7 +130,7 @@ class NodeViewer:
             seq = self.tseq & 0xFFFF
             self.tseq += 1
             self.estimator.on_packet_sent(seq, p.size, now, p.probe_cluster)
-            self.port.send((p.packet, seq, now), p.size, now)
+            self.port.send((p.packet, seq, now, p.size), p.size, now)
         self._arm_pacer(now)
 
     # RTCP from the viewer (through SimNode's estimator hook)
@@ -152,11 +154,13 @@ class NodeViewer:
             est.handle_timer(now)
         target = est.target_bitrate
         alloc = self.allocator.update(target, now)
-        est.set_desired_bitrate(alloc.desired, now)
+        est.set_desired_bitrate(alloc.probe_goal, now)
         for cluster in est.pop_probes():
             self.pacer.start_probe(cluster, now)
+        pad = est.padding_rate()  # REMB: padding lets the viewer's estimate grow
+        self.pacer.set_padding_rate(pad)
         if target is not None:
-            self.pacer.set_target(target)
+            self.pacer.set_target(max(pacing_target(target, alloc), pad))
         for dt in alloc.changed:
             self._apply(dt, now)
         self._arm_pacer(now)
@@ -236,15 +240,14 @@ class ViewerSide:
             self.rbe = RemoteBitrateEstimator()
 
     def on_item(self, item: Item, now: float) -> None:
-        packet, seq, sent = item
-        size = len(packet) if packet is not None else 0
+        packet, seq, sent, size = item
         if self.twcc is not None:
             self.twcc.record(seq, now)
             t = self.twcc.get_timer()
             if t is not None and (self._armed is None or t < self._armed):
                 self._armed = t
                 self.engine.schedule(t, self._feedback)
-        elif self.rbe is not None and packet is not None:
+        elif self.rbe is not None:  # padding counts for the receive-side estimate too
             abs_send = int(sent * (1 << 18)) & 0xFFFFFF
             out = self.rbe.add(int(now * 1000), abs_send, size, self.video_ssrc)
             if out is not None:
@@ -433,6 +436,7 @@ def analyse(run: BweRun) -> dict[str, Any]:
     media_bits = sum(s for t, s in zip(times, sizes, strict=True) if conv <= t < span) * 8
     cap_bits = 0.0
     feasible_bits = 0.0
+    attainable_bits = 0.0
     dt_ = 0.01
     t = conv
     while t < span:
@@ -440,6 +444,8 @@ def analyse(run: BweRun) -> dict[str, Any]:
         cap_bits += c * dt_
         r = feasible_rank(c, run.layers, margin=1.0, headroom=1.0)
         feasible_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
+        r = feasible_rank(c, run.layers)  # with the allocator's margin and GCC's headroom
+        attainable_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
         t += dt_
     qd = [d for s, d in port.queue_delay if s >= conv]
     s = viewer.series
@@ -487,6 +493,7 @@ def analyse(run: BweRun) -> dict[str, Any]:
         "layers_bps": list(run.layers),
         "utilisation": media_bits / cap_bits if cap_bits else None,
         "utilisation_of_feasible": media_bits / feasible_bits if feasible_bits else None,
+        "utilisation_of_attainable": media_bits / attainable_bits if attainable_bits else None,
         "estimate_over_capacity_median": m.percentile(est_ratio, 50) if est_ratio else None,
         "queuing_delay_ms": {"p50": _ms(m.percentile(qd, 50)), "p95": _ms(m.percentile(qd, 95)),
                              "max": _ms(max(qd) if qd else None)},

@@ -19,7 +19,8 @@ Layer bitrates are measured: the allocator samples each layer Receiver's byte co
 layer that never sent (and to at least that for a layer dynacast has paused, whose last
 measurement may be stale). It writes `allocated_rank` on the down-tracks (the ceiling
 `sfu.core.layers.choose_layer` applies) and returns an `Allocation`: what it gave, what was
-available, what it would use with unlimited bandwidth (the estimator's probe goal).
+available, what it would use with unlimited bandwidth, and the estimate that would let it
+(`probe_goal`: what the estimator probes for).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ class Allocation:
     desired: float  # bits/s with unlimited bandwidth (what probing should look for)
     ranks: dict[int, int] = field(default_factory=dict)  # down-track ssrc -> rank (-1 paused)
     changed: list[DownTrack] = field(default_factory=list)  # whose allocated_rank moved
+    up_margin: float = UP_MARGIN
+
+    @property
+    def probe_goal(self) -> float:
+        """What the estimate must reach before the desired layers are allowed up: `desired`
+        with the up margin. Probing for `desired` alone would stop just short of it (an
+        estimate of 1.05 x the top layer fits it but never lets the allocator move to it)."""
+        return self.desired * self.up_margin
 
     @property
     def deficient(self) -> bool:
@@ -142,7 +151,8 @@ class Allocator:
         audio = [t for t in tracks if t.dt.kind == "audio"]
         video = sorted((t for t in tracks if t.dt.kind != "audio"), key=lambda t: -t.priority)
         rates: dict[int, list[float]] = {id(t.dt): self.layer_bitrates(t.dt, now) for t in tracks}
-        alloc = Allocation(available=estimate, allocated=0.0, desired=0.0)
+        alloc = Allocation(available=estimate, allocated=0.0, desired=0.0,
+                           up_margin=self.up_margin)
         for t in audio:
             r = rates[id(t.dt)][0]
             alloc.allocated += r

@@ -1,6 +1,8 @@
 """One viewer's downlink: transport-wide numbering, bandwidth estimate and allocation.
 
-The node keeps one `Downlink` per viewer peer (one transport) that negotiated transport-cc.
+The node keeps one `Downlink` per viewer peer (one transport) that negotiated transport-cc,
+or, without it, abs-send-time and goog-remb (`ext_id` 0: nothing is numbered; the viewer's
+REMB is the estimate and the feedback that starts the warm-up).
 It ties together the pieces `bench/sim/bwe.py` wires in simulation:
 
 * numbering: every packet sent to the viewer (media, RTX, probe padding) takes the next
@@ -30,10 +32,12 @@ from sfu.core.allocator import Allocation, Allocator
 from sfu.core.bwe import NORMAL, Estimator, ProbeCluster
 from sfu.core.downtrack import SRTP_OVERHEAD, DownTrack
 from sfu.wire import rtp
+from sfu.wire.abs_send_time import value
 from sfu.wire.twcc import TransportFeedback
 
 WARMUP = 1.0  # seconds of feedback before the estimate caps anything
 PADDING_BYTES = 255  # RTP padding is at most 255 bytes per packet (one-octet count)
+ALLOCATED_FLOOR = 1.1  # pace at least this x the allocation when it exceeds the estimate
 
 
 class Downlink:
@@ -89,6 +93,11 @@ class Downlink:
         self.estimator.on_feedback(feedback, now)
 
     def on_remb(self, bitrate: float, now: float) -> None:
+        """The viewer's receive-side estimate; for a REMB viewer it is the feedback that
+        starts the warm-up."""
+        self.feedback_seen = True
+        if self.first_feedback is None:
+            self.first_feedback = now
         self.estimator.on_remb(bitrate, now)
 
     def on_loss(self, fraction: float, now: float) -> None:
@@ -128,7 +137,7 @@ class Downlink:
         alloc = None
         if self.trusted:
             alloc = self.allocator.update(self.estimate, now)
-            est.set_desired_bitrate(alloc.desired, now)
+            est.set_desired_bitrate(alloc.probe_goal, now)
             self.last = alloc
         self.probes.extend(est.pop_probes())
         state = est.state
@@ -150,18 +159,36 @@ class Downlink:
         return out
 
 
+def pacing_target(estimate: float, allocation: Allocation | None) -> float:
+    """The rate the viewer's pacer spreads video at: the estimate, unless the allocation
+    forwards more than it (then `ALLOCATED_FLOOR` x the allocation). An encoder follows its
+    estimate; an SFU cannot go below a track's lowest layer (a single-layer track has no
+    other), and a pacer slower than the media only builds a standing queue in front of the
+    viewer. An estimate still climbing from its start value (a viewer without RTX is never
+    probed) must not hold the picture back either."""
+    if allocation is None or allocation.allocated <= estimate:
+        return estimate
+    return ALLOCATED_FLOOR * allocation.allocated
+
+
 def padding_packet(*, ssrc: int, payload_type: int, seq: int, timestamp: int, ext_id: int,
-                   transport_seq: int, padding: int = PADDING_BYTES) -> bytes:
-    """A padding-only RTP packet (probe) carrying a transport-wide sequence number.
+                   transport_seq: int | None = None, abs_send_time: float | None = None,
+                   padding: int = PADDING_BYTES) -> bytes:
+    """A padding-only RTP packet (probe) carrying a transport-wide sequence number, or for a
+    REMB viewer the abs-send-time `ext_id` (the send time, seconds).
 
     Sent on the viewer's RTX stream: a receiver drops it after counting it for the bandwidth
     estimate (RFC 4588 RTX streams may carry padding-only packets, as libwebrtc's do).
     """
     if not 1 <= padding <= 255:
         raise ValueError("RTP padding is 1..255 bytes")
+    if transport_seq is not None:
+        element = bytes(((transport_seq >> 8) & 0xFF, transport_seq & 0xFF))
+    elif abs_send_time is not None:
+        element = value(abs_send_time).to_bytes(3, "big")
+    else:
+        raise ValueError("a padding probe carries a transport seq or an abs-send-time")
     return rtp.build_packet(
         payload_type=payload_type, seq=seq & 0xFFFF, timestamp=timestamp & 0xFFFFFFFF,
-        ssrc=ssrc, payload=b"",
-        extensions=[(ext_id, bytes(((transport_seq >> 8) & 0xFF, transport_seq & 0xFF)))],
-        padding=padding,
+        ssrc=ssrc, payload=b"", extensions=[(ext_id, element)], padding=padding,
     )

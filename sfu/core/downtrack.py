@@ -25,6 +25,7 @@ from sfu.core.redundancy import RedEncoder
 from sfu.core.rtpstats import SendStats
 from sfu.core.vp8munger import Vp8Munger
 from sfu.wire import red, rtp
+from sfu.wire.abs_send_time import add_abs_send_time
 from sfu.wire.rtcp import SenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.twcc import NO_EXTENSIONS, rewrite_with_transport_seq
@@ -85,8 +86,13 @@ class DownTrack:
         self.red: RedEncoder | None = None
         self.fec: UlpfecEncoder | None = None  # ULPFEC in RED towards the viewer, under loss
         # downlink bandwidth estimation (sfu.core.downlink.Downlink of the viewer's transport):
-        # when set, every packet gets the transport-wide sequence number extension
+        # when set, every packet gets the transport-wide sequence number extension (or, for
+        # a REMB viewer's video, abs-send-time)
         self.downlink: Any = None
+        # abs-send-time id for a REMB viewer's video (its downlink has no transport-cc id)
+        self.abs_send_time_id = 0
+        # Paced video of a numbered viewer: forward leaves the transport-wide seq to the pacer
+        self.number_at_send = False
         # The allocator paused this video (rank -1): distinct from `paused` (DTLS not up).
         self.allocator_paused = False
 
@@ -278,19 +284,39 @@ class DownTrack:
             (layer is not None and layer.simulcast) or self.max_temporal < MAX_TEMPORAL
         )
         tw = self.downlink
-        if tw is not None:
+        if tw is not None and not tw.ext_id:
+            # A REMB viewer (receive-side estimate): abs-send-time first in the block, set to
+            # now; a pacer that sends it later writes the time again (sfu.net.downlink).
+            ext = NO_EXTENSIONS
+            if hdr.ext_profile:
+                ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
+            pkt = rtp.rewrite(
+                data, hdr, payload_type=self.payload_type, seq=seq, timestamp=ts, ssrc=self.ssrc,
+                extensions=add_abs_send_time(ext, self.abs_send_time_id, now),
+            )
+            if munge_vp8:
+                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+        elif tw is not None:
             # A numbered transport (downlink estimation): the viewer's extension block with
             # the transport-wide seq in front (Downlink.next_seq and on_sent inlined).
             ext = NO_EXTENSIONS
             if hdr.ext_profile:
                 ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]
-            tseq = tw.seq
-            tw.seq = (tseq + 1) & 0xFFFF
-            pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
-                                             self.ssrc, tw.ext_id, tseq)
-            if munge_vp8:
-                pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
-            tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
+            if self.number_at_send:
+                # Paced: the pacer takes the number when the packet leaves (numbers follow
+                # the wire order, or the viewer's feedback reads overtaken packets as lost).
+                pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
+                                                 self.ssrc, tw.ext_id, 0)
+                if munge_vp8:
+                    pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+            else:
+                tseq = tw.seq
+                tw.seq = (tseq + 1) & 0xFFFF
+                pkt = rewrite_with_transport_seq(data, hdr, ext, self.payload_type, seq, ts,
+                                                 self.ssrc, tw.ext_id, tseq)
+                if munge_vp8:
+                    pkt = self._munge_vp8_in(pkt, len(data) - hdr.payload_start, d)  # type: ignore[arg-type]
+                tw.sent.append((tseq, len(pkt) + SRTP_OVERHEAD, now, None))
         elif hdr.ext_profile and not self.ext_identity:
             # Viewers with the same id mapping share one re-encoding per packet.
             ext = self.receiver.remapped_extensions(data, hdr, self.ext_key, self.ext_map)  # type: ignore[union-attr]

@@ -2,7 +2,8 @@
 
 Packets are queued per kind and released in bursts every `interval` (5 ms) against a byte
 budget that grows at the pacing rate (`factor` x the estimator's target, 2.5 as in libwebrtc),
-so the link sees the video at up to 2.5x its mean rate rather than at line rate. Order:
+so the link sees the video at up to 2.5x its mean rate rather than at line rate. `try_send` is
+the cheap path for a packet that an idle pacer would send at once anyway. Order:
 
 1. audio: sent at the next burst whatever the budget (it is small and late audio is worse than
    late video); it still consumes budget, so video yields to it;
@@ -32,6 +33,10 @@ PACING_FACTOR = 2.5
 MAX_QUEUE_TIME = 0.5
 MAX_QUEUE_DELAY = 2.0
 PADDING_SIZE = 1000
+MAX_ELAPSED = 0.25  # budget for at most this much time since the last burst
+# What the SFU uses (the node shell and the sim): the estimate itself as the pacing rate (2.5 x
+# made every new layer's key frame overfill the viewer's bottleneck, docs/benchmarks.md).
+SFU_FACTOR = 1.0
 KINDS = ("audio", "rtx", "video", "fec")
 
 
@@ -63,6 +68,7 @@ class Pacer:
         max_queue_time: float = MAX_QUEUE_TIME,
         max_queue_delay: float = MAX_QUEUE_DELAY,
         padding_size: int = PADDING_SIZE,
+        max_elapsed: float = MAX_ELAPSED,
     ) -> None:
         if factor <= 0 or interval <= 0:
             raise ValueError("factor and interval must be positive")
@@ -71,11 +77,12 @@ class Pacer:
         self.max_queue_time = max_queue_time
         self.max_queue_delay = max_queue_delay
         self.padding_size = padding_size
+        self.max_elapsed = max_elapsed
         self._rate = target_bitrate * factor
         self._queues: dict[str, deque[tuple[Any, int, float]]] = {k: deque() for k in KINDS}
         self._queued_bytes = 0
         self._budget = 0.0  # bytes that may go now (negative: debt)
-        self._last: float | None = None
+        self._last: float | None = None  # the last burst while busy (None: idle)
         self._next: float | None = None
         self._probes: deque[_Probe] = deque()
         self._padding_rate = 0.0
@@ -103,6 +110,10 @@ class Pacer:
         return self._rate
 
     @property
+    def padding_rate(self) -> float:
+        return self._padding_rate
+
+    @property
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
@@ -124,6 +135,21 @@ class Pacer:
         q.append((packet, size, now))
         self._queued_bytes += size
         self._wake(now)
+
+    def try_send(self, size: int, now: float) -> bool:
+        """The fast path for one `size`-byte media packet: True when an idle pacer (nothing
+        queued, no probe, no padding) lets it go at once, exactly as `enqueue` followed by
+        `handle_timer(now)` would (it counts it); False means `enqueue` it. The usual case,
+        a delta frame below the pacing rate, then costs no queue and no timer."""
+        if self._next is not None or self._queued_bytes or self._probes or self._padding_rate:
+            return False
+        budget = min(self._budget, 0.0) + self._rate * self.interval / 8
+        if budget <= 0:
+            return False
+        self._budget = min(budget - size, 0.0)
+        self.sent_bytes += size
+        self.sent_packets += 1
+        return True
 
     def _wake(self, now: float) -> None:
         if self._next is None:
@@ -148,7 +174,11 @@ class Pacer:
         left = self.max_queue_time - (now - min(heads)) if heads else self.max_queue_time
         drain = self._queued_bytes * 8 / max(left, self.interval)
         rate = max(rate, drain)
-        elapsed = self.interval if self._last is None else min(now - self._last, 4 * self.interval)
+        # A late timer (a busy event loop) still gets the budget of the time that passed, up
+        # to `max_elapsed`: capping it at a few intervals would turn every stall of the loop
+        # into lost sending time and a standing queue.
+        elapsed = self.interval if self._last is None else min(now - self._last,
+                                                                self.max_elapsed)
         self._last = now
         # Budget for this burst; unused budget does not carry over beyond one burst (no bursts
         # of saved-up credit after an idle spell), debt does.

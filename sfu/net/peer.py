@@ -538,7 +538,7 @@ class Peer:
                     self.bwe.on_feedback(p, now)
             elif isinstance(p, rtcp.Remb):
                 if self.bwe is not None:
-                    self.bwe.on_remb(p.bitrate, now)
+                    self.bwe.on_remb(p.bitrate, now, p.ssrcs)
             elif isinstance(p, rtcp.ReceiverReport):
                 for block in p.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
@@ -647,7 +647,7 @@ class Peer:
 def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: bool,
             now: float, red_mode: int = 0) -> None:
     """Forward one accepted packet of `receiver` to its down-tracks (rewrite, FEC, keep in
-    History, SRTP protect, send): to all of them (mode 0), or for a publisher's Opus RED
+    History, SRTP protect, send, or for a paced viewer's video, queue in its pacer): to all of them (mode 0), or for a publisher's Opus RED
     stream, the RED packet to viewers with RED (1) or a plain Opus packet made from it to
     viewers without (2). Shared by local publishers (Peer.on_srtp) and cascaded ones
     (sfu.cascade.remote), so an edge's viewers get exactly the local path."""
@@ -657,6 +657,7 @@ def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: b
     if sock is None:
         return
     red_in = red_mode == 1
+    video = kind == "video"
     # The per-viewer steps are spelled out here rather than layered through helper
     # calls: this loop runs once per packet per viewer and dominates the node's CPU.
     sent = sent_bytes = 0
@@ -688,6 +689,16 @@ def fan_out(node: Node, receiver: Receiver, plain: bytes, hdr: RtpHeader, key: b
             dt.responder.on_media(len(out), now)
         elif dt.red is not None:
             out = dt.red_passthrough(out) if red_in else dt.red.encode(out, now)
+        bwe = sink.bwe
+        if bwe is not None and bwe.pacing and video:
+            bwe.pace(dt, out, now)  # leaves in the viewer's next pacing burst
+            if extra:  # its FEC right behind it, in the same queue (seq order kept)
+                for f in extra:
+                    if dt.history is not None:
+                        dt.history.push((f[2] << 8) | f[3], f, now)
+                    bwe.pace(dt, f, now)
+                m.recovery["fec_sent"] += len(extra)
+            continue
         enc = tx.protect(out)
         try:
             sock.sendto(enc, sink.addr)

@@ -6,6 +6,7 @@ import pytest
 
 from sfu.negotiate import (
     EXT_ABS_CAPTURE,
+    EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
     EXT_MID,
     EXT_PLAYOUT_DELAY,
@@ -20,6 +21,7 @@ from sfu.negotiate import (
     negotiate_publish,
     negotiate_subscribe,
     primary_codec,
+    subscribe_remb_id,
     subscribe_twcc_id,
 )
 from sfu.sdp import Codec, Extmap, MediaSection, SdpError, parse
@@ -246,6 +248,33 @@ def test_subscribe_without_usable_transport_cc_id_gets_none() -> None:
     assert neg.codecs[0].rtcp_fb == ["nack pli"]
     assert neg.extmaps == [Extmap(13, EXT_VIDEO_ORIENTATION)]
     assert subscribe_twcc_id(m) is None
+
+
+def test_subscribe_without_transport_cc_gets_remb_and_abs_send_time() -> None:
+    # aiortc viewers offer abs-send-time + goog-remb and no transport-cc: the REMB fallback.
+    vp8 = Codec(96, "VP8", 90000, 1, {}, ["nack", "nack pli", "goog-remb"])
+    m = _video(vp8, extmaps=[Extmap(1, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+                             Extmap(3, EXT_ABS_SEND_TIME)])
+    m.direction = "recvonly"
+    off = negotiate_subscribe(m)  # the fallback is a setting (bwe_remb), off by default
+    assert off.codecs[0].rtcp_fb == ["nack", "nack pli"] and off.extmaps == []
+    neg = negotiate_subscribe(m, remb=True)
+    assert neg.codecs[0].rtcp_fb == ["nack", "nack pli", "goog-remb"]
+    assert neg.extmaps == [Extmap(3, EXT_ABS_SEND_TIME)]
+    assert subscribe_twcc_id(m) is None and subscribe_remb_id(m) == 3
+    # With transport-cc on offer, transport-cc wins: no REMB, no abs-send-time.
+    both = _video(Codec(96, "VP8", 90000, 1, {}, ["transport-cc", "goog-remb"]),
+                  extmaps=[Extmap(3, EXT_ABS_SEND_TIME), Extmap(4, TWCC)])
+    both.direction = "recvonly"
+    neg = negotiate_subscribe(both, remb=True)
+    assert neg.codecs[0].rtcp_fb == ["transport-cc"]
+    assert neg.extmaps == [Extmap(4, TWCC)]
+    # abs-send-time without goog-remb on any codec: nobody would report, no fallback.
+    mute = _video(Codec(96, "VP8", 90000, 1, {}, ["nack"]),
+                  extmaps=[Extmap(3, EXT_ABS_SEND_TIME)])
+    mute.direction = "recvonly"
+    assert subscribe_remb_id(mute) is None
+    assert negotiate_subscribe(mute, remb=True).extmaps == []
 
 
 def test_subscribe_whep_audio() -> None:

@@ -6,7 +6,11 @@ State machine (libwebrtc aimd_rate_control, GCC draft section 5.5):
 * normal -> increase: multiplicatively (8 %/s) while far from the link capacity seen at the
   last decreases, additively (about one packet per response time) when close to it.
 The estimate never exceeds 1.5 x the throughput + 10 kbit/s, so an application-limited sender
-does not inflate it: probes are what raise it beyond what was sent.
+does not inflate it, and while the throughput is below `ALR_FRACTION` of the estimate (the
+application-limited region: an SFU forwarding a fixed simulcast layer is there most of the
+time) it does not grow at all (libwebrtc's no-increase-in-ALR): probes are what raise it
+beyond what was sent. Otherwise a key frame's acknowledged burst lets it creep above the link,
+and the next key frame paced at that rate overfills the bottleneck.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ MULTIPLICATIVE = 1.08  # per second
 MIN_ADDITIVE = 4000.0  # bits/s per second
 PACKET_BITS = 1200 * 8
 FPS = 30.0
+ALR_FRACTION = 0.65
 
 
 class LinkCapacity:
@@ -95,7 +100,9 @@ class AimdRateControl:
         if self._state == "increase":
             if acked is not None and acked > self.capacity.upper_bound():
                 self.capacity.reset()  # the link got faster: go back to multiplicative
-            if self.capacity.estimate is not None:
+            if acked is not None and acked < ALR_FRACTION * bitrate:
+                pass  # application-limited: growth would be a guess, probes measure instead
+            elif self.capacity.estimate is not None:
                 bitrate += self._additive(bitrate) * dt
             else:
                 bitrate *= MULTIPLICATIVE ** dt

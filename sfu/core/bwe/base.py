@@ -88,6 +88,11 @@ class Estimator(ABC):
         """Probe clusters to hand to the pacer now (each returned once)."""
         return []
 
+    def padding_rate(self) -> float:
+        """Bits/s the pacer should keep the link at with padding when media is below it
+        (a receive-side estimate only grows with what arrives); 0 for none."""
+        return 0.0
+
     @property
     @abstractmethod
     def target_bitrate(self) -> float | None:

@@ -9,9 +9,12 @@ Pipeline per feedback message (draft-ietf-rmcat-gcc-02, libwebrtc goog_cc):
 5. loss-based bound (>10 % cut, <2 % grow) from the feedback's losses and RR reports;
 6. target = min(delay-based, loss-based), clamped to [min, max].
 
-The timer runs the probe controller (initial, allocation and periodic probes) and ages the
-estimate down when feedback stops for `FEEDBACK_TIMEOUT` (a viewer whose feedback vanished
-is probably congested). Sans-I/O: inputs carry `now`.
+The timer runs the probe controller (initial, allocation, periodic and after-drop probes)
+and ages the estimate down when feedback stops for `FEEDBACK_TIMEOUT` (a viewer whose
+feedback vanished is probably congested, or its link is out). When feedback comes back after
+such a gap, the link capacity is forgotten and a probe goes out at once (recovery after an
+outage). A probe result above the estimate sets it, and lifts the loss-based bound with it.
+Sans-I/O: inputs carry `now`.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class GccEstimator(Estimator):
         self._loss_since: float | None = None
         self._rtt = 0.1
         self._last_feedback: float | None = None
+        self._timed_out = False
         self._timer: float | None = None
         self._started = False
         # counters
@@ -107,6 +111,7 @@ class GccEstimator(Estimator):
         self.unknown = 0
         self.probe_results: list[tuple[float, float]] = []  # (time, rate)
         self.overuses = 0
+        self.recoveries = 0
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -162,6 +167,13 @@ class GccEstimator(Estimator):
 
     def on_feedback(self, feedback: TransportFeedback, now: float) -> None:
         self.feedbacks += 1
+        if self._timed_out:
+            # Feedback again after an outage: what the link carries now is unknown; probe
+            # for it rather than creep up from the backed-off estimate.
+            self._timed_out = False
+            self.recoveries += 1
+            self._aimd.capacity.reset()
+            self._probes.on_network_recovered()
         self._last_feedback = now
         highest = self._highest_sent
         if highest is None:
@@ -219,7 +231,12 @@ class GccEstimator(Estimator):
             self.overuses += 1
         before = self._aimd.bitrate
         if probe_jump is not None and probe_jump > self._aimd.bitrate and last_usage != OVERUSING:
+            # A probe measured what the path carries: it is the estimate, for the loss-based
+            # bound too (libwebrtc's SetSendBitrate on a probe result), and any link capacity
+            # learnt below it is stale.
             self._aimd.set_estimate(probe_jump, now)
+            self._aimd.capacity.reset()
+            self._loss.lift(probe_jump)
         else:
             self._aimd.update(last_usage, acked, now)
         # loss-based, over windows of feedback
@@ -273,6 +290,7 @@ class GccEstimator(Estimator):
             # feedback-timeout backoff, so a dead viewer does not keep a large allocation.
             self._aimd.set_estimate(self._aimd.bitrate * 0.5, now)
             self._last_feedback = now
+            self._timed_out = True
         self._probe_rates.expire(now)
         self._refresh(now)
 
@@ -310,6 +328,8 @@ class GccEstimator(Estimator):
             "probes_sent": self._probes.sent,
             "probe_results": len(self.probe_results),
             "decreases": self._aimd.decreases,
+            "drop_probes": self._probes.drop_probes,
+            "recoveries": self.recoveries,
             "loss_decreases": self._loss.decreases,
         }
 

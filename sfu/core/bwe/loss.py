@@ -5,7 +5,9 @@ Per loss report (from transport-cc feedback or RTCP receiver reports):
   300 ms + RTT (give the cut time to show);
 * less than 2 % lost -> raise the bound by 8 %/s; once it is well above the delay-based
   estimate it no longer constrains anything and is lifted;
-* in between -> hold.
+* in between -> hold;
+* a probe result lifts the bound to the rate it measured (`lift`): after a burst of losses
+  (an outage) 8 %/s would take tens of seconds to give back what a probe can show at once.
 The final target is min(delay-based, loss-based).
 """
 
@@ -41,6 +43,11 @@ class LossBasedBound:
             self.bound += 1000 * dt
             if self.bound > 1.5 * current:
                 self.bound = None
+
+    def lift(self, bitrate: float) -> None:
+        """A probe measured `bitrate` through the path: the bound is at least that."""
+        if self.bound is not None and self.bound < bitrate:
+            self.bound = bitrate
 
     def apply(self, bitrate: float) -> float:
         return bitrate if self.bound is None else min(bitrate, self.bound)

@@ -9,7 +9,15 @@ allocation):
   at min(desired x 1.2, 2 x estimate), backing off (x2 up to 30 s) after probes that did not
   raise the estimate, and reset when the estimate falls (a drop, then capacity may return);
 * periodic ALR probes: while the estimate sits below what is desired, one every
-  `alr_interval` seconds at most, via the same rule.
+  `alr_interval` seconds at most, via the same rule;
+* probing after a large drop (libwebrtc's RequestProbe): when the estimate fell below 66 % of
+  what it was, one probe at 85 % of the value before the drop once `DROP_PROBE_DELAY` has let
+  the queue drain, within `DROP_WINDOW` of the drop. A short outage (a fade, a handover)
+  halves the estimate; the probe finds the old capacity again in one round trip instead of
+  tens of seconds of growth;
+* network recovery (`on_network_recovered`, after feedback stopped for a while): the backoff
+  is reset and a probe goes out at once; the further-probing rule then doubles it while it
+  succeeds, as after the initial probes.
 
 `ProbeBitrateEstimator` turns one cluster's feedback into a rate: bytes over the send span and
 over the receive span; the link carries at most the smaller (libwebrtc probe_bitrate_estimator).
@@ -30,6 +38,10 @@ PROBE_TIMEOUT = 1.0
 BACKOFF_START = 2.0
 BACKOFF_MAX = 30.0
 ALR_INTERVAL = 5.0
+DROP_FRACTION = 0.66
+DROP_WINDOW = 5.0
+DROP_PROBE_DELAY = 0.5
+AFTER_DROP = 0.85
 
 
 class ProbeController:
@@ -45,7 +57,12 @@ class ProbeController:
         self._last_probe: float | None = None
         self._backoff = BACKOFF_START
         self._estimate_at_probe = 0.0
+        self._last_estimate: float | None = None
+        # (time of the drop, estimate before it) of the last large drop not yet probed
+        self._drop: tuple[float, float] | None = None
+        self._recovered = False
         self.sent = 0
+        self.drop_probes = 0
 
     def _make(self, bitrate: float, now: float) -> ProbeCluster:
         bitrate = min(bitrate, self.max_bitrate)
@@ -61,6 +78,10 @@ class ProbeController:
 
     def process(self, estimate: float, now: float) -> None:
         """Called on every estimate update and timer; queues the probes that are due."""
+        last, self._last_estimate = self._last_estimate, estimate
+        if last is not None and estimate < DROP_FRACTION * last:
+            before = last if self._drop is None else max(last, self._drop[1])
+            self._drop = (now, before)
         if self._initial_pending:
             self._initial_pending = False
             self._queue.append(self._make(3 * self._start, now))
@@ -74,6 +95,22 @@ class ProbeController:
             self._failed()
         desired = self.desired
         if desired is None or estimate >= desired or estimate >= self.max_bitrate:
+            return
+        drop = self._drop
+        if drop is not None:
+            at, before = drop
+            if now - at > DROP_WINDOW or estimate >= DROP_FRACTION * before:
+                self._drop = None
+            elif now - at >= DROP_PROBE_DELAY:
+                self._drop = None
+                self.drop_probes += 1
+                self._estimate_at_probe = estimate
+                self._queue.append(self._make(min(desired * 1.2, AFTER_DROP * before), now))
+                return
+        if self._recovered:
+            self._recovered = False
+            self._estimate_at_probe = estimate
+            self._queue.append(self._make(min(desired * 1.2, 2 * estimate), now))
             return
         if self._last_probe is not None and now - self._last_probe < min(self._backoff,
                                                                          ALR_INTERVAL):
@@ -105,6 +142,12 @@ class ProbeController:
     def on_decrease(self) -> None:
         """The estimate dropped: capacity may come back, probe again soon."""
         self._backoff = BACKOFF_START
+
+    def on_network_recovered(self) -> None:
+        """Feedback flows again after an outage: probe at once, whatever the backoff."""
+        self._backoff = BACKOFF_START
+        self._waiting = None
+        self._recovered = True
 
     def pop(self) -> list[ProbeCluster]:
         out, self._queue = self._queue, []

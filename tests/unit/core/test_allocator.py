@@ -109,3 +109,19 @@ def test_a_layer_paused_by_dynacast_counts_at_least_its_nominal_rate() -> None:
     assert a.layer_bitrates(v, 2.0)[1] == 500_000  # not the decaying/stale measurement
     h.paused = False
     assert a.layer_bitrates(v, 2.5)[1] < 500_000  # running again: measured
+
+
+def test_probe_goal_is_the_estimate_that_lets_the_top_layer_up() -> None:
+    a = Allocator()
+    v, au = _video(1), _audio(2)
+    a.add_track(v)
+    a.add_track(au)
+    alloc = a.update(1.7e6, 0.0)  # covers audio + f (1.564M) but not with the up margin
+    assert alloc.desired == 64_000 + 1.5e6
+    assert alloc.probe_goal == alloc.desired * a.up_margin
+    for i in range(1, 40):  # an estimate at `desired` never lets f up ...
+        a.update(alloc.desired * 1.05, i * 0.1)
+    assert v.allocated_rank == 1
+    for i in range(40, 80):  # ... one at the probe goal does, after the hold
+        a.update(alloc.probe_goal, i * 0.1)
+    assert v.allocated_rank == 2

@@ -179,3 +179,54 @@ def test_gcc_batch_matches_one_by_one() -> None:
     assert one._highest_sent == batch._highest_sent  # type: ignore[attr-defined]
     assert one.pop_probes() == batch.pop_probes()
     assert one.get_timer() == batch.get_timer()
+
+
+def test_forward_stamps_abs_send_time_for_a_remb_viewer() -> None:
+    from sfu.wire import abs_send_time
+
+    link = Downlink(bwe.create("remb"), ext_id=0)  # no transport-cc: nothing numbered
+    _, dt = _video()
+    link.add_track(dt)
+    dt.downlink = link
+    dt.abs_send_time_id = 3
+    dt.ext_map = {2: 2}  # the publisher's id 2 is forwarded as 2
+    dt.ext_key = tuple(dt.ext_map.items())
+    dt.ext_identity = False
+    out = []
+    for i, payload in enumerate((KEY, DELTA)):
+        data = _rtp(10 + i, payload, [(9, b"\xff\xff"), (2, b"\x30")])
+        pkt = dt.forward(data, parse_header(data), i == 0, 7.0 + i)
+        assert pkt is not None
+        out.append(pkt)
+    for i, pkt in enumerate(out):
+        elements = iter_extensions(pkt, parse_header(pkt))
+        assert elements[0] == (3, abs_send_time.value(7.0 + i).to_bytes(3, "big"))
+        assert dict(elements)[2] == b"\x30"  # the forwarded extension is kept
+    assert out[0].endswith(KEY) and link.sent == [] and link.seq == 0
+
+
+def test_remb_starts_the_warmup() -> None:
+    link = Downlink(bwe.create("remb"), ext_id=0, warmup=1.0)
+    _, dt = _video()
+    link.add_track(dt)
+    assert link.update(0.5) is None
+    link.on_remb(800_000, 0.5)
+    assert link.update(1.0) is None  # warm-up
+    alloc = link.update(1.6)
+    assert alloc is not None and link.estimate == 800_000
+    assert dt.allocated_rank == 1  # h fits 800 kbit/s, f does not
+
+
+def test_paced_video_takes_no_number_in_forward() -> None:
+    # The pacer numbers it when it leaves, so numbers follow the order on the wire.
+    est = Recorder()
+    link = Downlink(est, ext_id=5)
+    _, dt = _video()
+    link.add_track(dt)
+    dt.downlink = link
+    dt.number_at_send = True
+    data = _rtp(10, KEY, [(2, b"\x30")])
+    pkt = dt.forward(data, parse_header(data), True, 1.0)
+    assert pkt is not None
+    assert read_transport_seq(pkt, parse_header(pkt), 5) == 0  # a placeholder, first
+    assert link.seq == 0 and link.sent == []
