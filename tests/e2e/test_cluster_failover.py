@@ -188,7 +188,9 @@ async def test_browser_viewer_follows_the_room_when_its_node_dies(
         host2 = await publish(n3, exclude=frozenset({"n1"}))
         sessions.append(host2)
         # A new connection counts frames from 0; a relayed one keeps counting.
-        wanted = 1 if not harness.cascade else frames_at_kill + 15
+        # (8 frames, about half a second at 15 fps: more than a jitter buffer holds, so they
+        # can only come from the new origin.)
+        wanted = 1 if not harness.cascade else frames_at_kill + 8
         back = await poll_js(page, WATCH_STATE,
                              lambda s: s["node"] in ("n2", "n3") and s["frames"] >= wanted,
                              timeout=RECONNECT_LIMIT, interval=0.1,
