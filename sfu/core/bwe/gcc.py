@@ -227,6 +227,7 @@ class GccEstimator(Estimator):
                         if probe_jump is None or rate > probe_jump:
                             probe_jump = rate
         acked = self._acked.rate()
+        self._probes.overusing = last_usage == OVERUSING
         if last_usage == OVERUSING:
             self.overuses += 1
         before = self._aimd.bitrate
@@ -329,6 +330,7 @@ class GccEstimator(Estimator):
             "probe_results": len(self.probe_results),
             "decreases": self._aimd.decreases,
             "drop_probes": self._probes.drop_probes,
+            "drop_probes_deferred": self._probes.drop_probes_deferred,
             "recoveries": self.recoveries,
             "loss_decreases": self._loss.decreases,
         }

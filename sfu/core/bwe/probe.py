@@ -14,7 +14,10 @@ allocation):
   what it was, one probe at 85 % of the value before the drop once `DROP_PROBE_DELAY` has let
   the queue drain, within `DROP_WINDOW` of the drop. A short outage (a fade, a handover)
   halves the estimate; the probe finds the old capacity again in one round trip instead of
-  tens of seconds of growth;
+  tens of seconds of growth. The drop probe waits while the delay detector still reports
+  overuse (`overusing`; libwebrtc probes after a drop only once the detector is back to
+  normal, and not while the delay increases): then the capacity is still falling, and a burst
+  at the old rate would only fill the queue;
 * network recovery (`on_network_recovered`, after feedback stopped for a while): the backoff
   is reset and a probe goes out at once; the further-probing rule then doubles it while it
   succeeds, as after the initial probes.
@@ -63,6 +66,9 @@ class ProbeController:
         self._recovered = False
         self.sent = 0
         self.drop_probes = 0
+        self.drop_probes_deferred = 0  # process() calls that held a due drop probe back
+        # set by the estimator: the delay detector reports overuse (the queue is growing)
+        self.overusing = False
 
     def _make(self, bitrate: float, now: float) -> ProbeCluster:
         bitrate = min(bitrate, self.max_bitrate)
@@ -101,6 +107,8 @@ class ProbeController:
             at, before = drop
             if now - at > DROP_WINDOW or estimate >= DROP_FRACTION * before:
                 self._drop = None
+            elif now - at >= DROP_PROBE_DELAY and self.overusing:
+                self.drop_probes_deferred += 1  # still falling: wait, within DROP_WINDOW
             elif now - at >= DROP_PROBE_DELAY:
                 self._drop = None
                 self.drop_probes += 1

@@ -62,3 +62,40 @@ def test_a_probe_result_lifts_the_loss_bound() -> None:
     assert bound.apply(5e6) == 1.8e6
     bound.lift(1.0e6)  # never lowers it
     assert bound.apply(5e6) == 1.8e6
+
+
+def _dropped(pc: ProbeController, at: float) -> None:
+    pc.process(2.0e6, at - 0.2)
+    pc.pop()
+    pc._waiting = None
+    pc.process(0.6e6, at)  # an overuse cut the estimate to 30 %
+
+
+def test_the_drop_probe_waits_while_the_detector_reports_overuse() -> None:
+    pc = _settled()
+    _dropped(pc, 10.0)
+    pc.overusing = True  # the capacity is still falling: the queue grows
+    pc._last_probe = 10.0  # the periodic rule is not due
+    pc.process(0.5e6, 10.0 + DROP_PROBE_DELAY)
+    pc.process(0.4e6, 10.0 + DROP_PROBE_DELAY + 0.5)
+    assert pc.pop() == []
+    assert pc.drop_probes == 0 and pc.drop_probes_deferred == 2
+    pc.overusing = False  # back to normal: the old rate may be there again
+    pc.process(0.4e6, 10.0 + DROP_PROBE_DELAY + 0.6)
+    (probe,) = pc.pop()
+    assert probe.bitrate == AFTER_DROP * 2.0e6
+    assert pc.drop_probes == 1
+
+
+def test_a_drop_probe_held_by_overuse_expires_with_the_window() -> None:
+    pc = _settled()
+    _dropped(pc, 10.0)
+    pc.overusing = True
+    pc.process(0.5e6, 10.0 + DROP_PROBE_DELAY)
+    pc.pop()  # whatever the other rules sent
+    pc._waiting = None
+    pc.overusing = False
+    pc._last_probe = 10.0 + DROP_WINDOW  # the periodic rule is not due either
+    pc.process(0.5e6, 10.0 + DROP_WINDOW + 0.1)
+    assert pc.pop() == []
+    assert pc.drop_probes == 0
