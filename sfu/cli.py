@@ -121,10 +121,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "(env SFU_BWE_PACING=0)",
     )
     serve.add_argument(
-        "--bwe-remb", action="store_true",
-        help="estimate the downlink of viewers without transport-cc from their REMB "
-        "(abs-send-time + goog-remb, e.g. aiortc) and let it drive their layers "
-        "(env SFU_BWE_REMB=1)",
+        "--no-bwe-remb", action="store_true",
+        help="do not estimate the downlink of viewers without transport-cc from their REMB "
+        "(abs-send-time + goog-remb, e.g. aiortc); by default their REMB caps their layers "
+        "once it signals congestion (env SFU_BWE_REMB=0)",
     )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
@@ -239,7 +239,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         publish_fec=args.publish_fec,
         publish_red=args.publish_red,
         bwe_pacing=not (args.no_bwe_pacing or _env_off(env, "SFU_BWE_PACING")),
-        bwe_remb=args.bwe_remb or _env_on(env, "SFU_BWE_REMB"),
+        bwe_remb=not (args.no_bwe_remb or _env_off(env, "SFU_BWE_REMB")),
     )
 
 

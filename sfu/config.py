@@ -73,8 +73,8 @@ class Settings:
     # Downlink bandwidth estimation for viewers that negotiate transport-cc: the estimator
     # (sfu.core.bwe registry: gcc, remb, null), whether to probe with RTX padding, and
     # whether to pace their video at the estimate (sfu.net.downlink), and whether viewers
-    # without transport-cc that report REMB (aiortc) get the REMB fallback (off by default:
-    # a receive-side estimate grows 8 %/s, so such a viewer climbs back to a layer slowly).
+    # without transport-cc that report REMB (aiortc) get the REMB fallback (on: their REMB
+    # caps their layers once it signals congestion, see sfu.core.bwe.remb).
     bwe_estimator: str = "gcc"
     bwe_probing: bool = True
     # Cluster (docs/deploy.md): the Redis holding the node registry and room directory
@@ -97,7 +97,7 @@ class Settings:
     publish_red: bool = False
     publish_fec: bool = False
     bwe_pacing: bool = True
-    bwe_remb: bool = False
+    bwe_remb: bool = True
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -36,7 +36,7 @@ from bench.sim.run import OPUS_CODEC, VP8_CODEC, ConfigError, SimConfig, link_co
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
 from sfu.core.allocator import Allocator
-from sfu.core.downlink import pacing_target
+from sfu.core.downlink import ALLOCATED_FLOOR, pacing_target
 from sfu.core.downtrack import DownTrack
 from sfu.core.layers import choose_layer
 from sfu.core.pacer import Pacer
@@ -155,12 +155,15 @@ class NodeViewer:
         target = est.target_bitrate
         alloc = self.allocator.update(target, now)
         est.set_desired_bitrate(alloc.probe_goal, now)
+        est.set_send_rate(alloc.allocated, now)
         for cluster in est.pop_probes():
             self.pacer.start_probe(cluster, now)
         pad = est.padding_rate()  # REMB: padding lets the viewer's estimate grow
         self.pacer.set_padding_rate(pad)
         if target is not None:
             self.pacer.set_target(max(pacing_target(target, alloc), pad))
+        else:  # no ceiling (REMB before congestion): the media is not held back
+            self.pacer.set_target(max(ALLOCATED_FLOOR * alloc.allocated, pad))
         for dt in alloc.changed:
             self._apply(dt, now)
         self._arm_pacer(now)

@@ -138,6 +138,7 @@ class Downlink:
         if self.trusted:
             alloc = self.allocator.update(self.estimate, now)
             est.set_desired_bitrate(alloc.probe_goal, now)
+            est.set_send_rate(alloc.allocated, now)
             self.last = alloc
         self.probes.extend(est.pop_probes())
         state = est.state

@@ -134,7 +134,13 @@ class ViewerDownlink:
             unlisted = sum(1 for slot in self.peer.slots if slot.downtrack.kind == "audio"
                            and slot.downtrack.ssrc not in listed)
             bitrate += unlisted * alloc.audio_default
-        self.core.on_remb(bitrate, now)
+        core = self.core
+        core.on_remb(bitrate, now)
+        # Congestion (the REMB now caps below what is allocated) moves the viewer down at once.
+        last, est = core.last, core.estimate
+        if est is not None and last is not None and est < last.allocated and (
+                now - self._allocated_at >= REALLOCATE_INTERVAL):
+            self.reallocate(now)
 
     def on_report(self, fraction_lost: float, rtt: float | None, now: float) -> None:
         if rtt is not None:

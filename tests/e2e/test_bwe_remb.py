@@ -11,7 +11,7 @@ aiortc offers abs-send-time and goog-remb but not transport-cc, so the node answ
 abs-send-time, stamps it on the player's video, and takes the REMB aiortc's
 `RemoteBitrateEstimator` sends as the estimate. Acceptance:
 
-1. the player gets an estimate: REMB arrives and the allocator runs on it;
+1. REMB arrives from the player and the allocator runs (no ceiling until it signals congestion);
 2. after the drop the node moves the player to a lower layer (allocated and forwarded) within
    `SWITCH_LIMIT`, and the player decodes narrower frames (within `DECODE_LIMIT`: aiortc's
    jitter buffer holds on to the old layer's lost packets; see docs/benchmarks.md).
@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 from aiortc import RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate
 
@@ -51,12 +50,6 @@ SWITCH_LIMIT = 8.0  # drop to a lower layer at the node (aiortc sends REMB every
 # frame until 512 packets later: at q's packet rate that is 20-30 s before it shows q
 DECODE_LIMIT = 45.0
 FRAME_TIMEOUT = 20.0
-
-
-@pytest.fixture
-def node_settings(node_settings: Any) -> Any:
-    node_settings.bwe_remb = True  # the REMB fallback is a setting, off by default
-    return node_settings
 
 
 def _rid(dt: Any) -> str | None:
@@ -123,9 +116,10 @@ async def test_aiortc_viewer_gets_a_remb_estimate_and_moves_down_when_its_link_n
         dt = next(s.downtrack for s in viewer.slots if s.downtrack.kind == "video")
         assert dt.abs_send_time_id > 0
 
-        # 1. An estimate from the player's REMB, and the allocator running on it.
-        await _until(lambda: bwe.core.estimate is not None and bwe.core.last is not None,
-                     ESTIMATE_TIMEOUT, lambda: "a trusted REMB estimate")
+        # 1. REMBs from the player, and the allocator running on them (no ceiling yet: the
+        # REMB caps only once it signals congestion, and the player keeps its layer).
+        await _until(lambda: bwe.core.trusted and bwe.core.last is not None,
+                     ESTIMATE_TIMEOUT, lambda: "REMBs and an allocation")
         stats = bwe.core.estimator.stats()
         assert stats["rembs"] > 0
         assert node.metrics.bwe["allocation_changes"] >= 0

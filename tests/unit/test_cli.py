@@ -228,6 +228,16 @@ def test_serve_loss_recovery_flags(tmp_path: Path, fake_node: list[Settings]) ->
         False, True, True)
 
 
+def test_serve_remb_fallback_is_on_unless_turned_off(
+    tmp_path: Path, fake_node: list[Settings], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    assert main(["serve", "--data-dir", str(tmp_path), "--no-bwe-remb"]) == 0
+    monkeypatch.setenv("SFU_BWE_REMB", "0")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    assert [s.bwe_remb for s in fake_node] == [True, False, False]
+
+
 def test_serve_banner_in_dev_mode(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_node: list[Settings]
 ) -> None:

@@ -256,7 +256,7 @@ def test_subscribe_without_transport_cc_gets_remb_and_abs_send_time() -> None:
     m = _video(vp8, extmaps=[Extmap(1, "urn:ietf:params:rtp-hdrext:sdes:mid"),
                              Extmap(3, EXT_ABS_SEND_TIME)])
     m.direction = "recvonly"
-    off = negotiate_subscribe(m)  # the fallback is a setting (bwe_remb), off by default
+    off = negotiate_subscribe(m)  # the fallback is the caller's choice (setting bwe_remb)
     assert off.codecs[0].rtcp_fb == ["nack", "nack pli"] and off.extmaps == []
     neg = negotiate_subscribe(m, remb=True)
     assert neg.codecs[0].rtcp_fb == ["nack", "nack pli", "goog-remb"]

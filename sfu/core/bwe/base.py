@@ -84,6 +84,10 @@ class Estimator(ABC):
         """What the allocator would spend if it could (drives probing); bits/s."""
         return None
 
+    def set_send_rate(self, bitrate: float, now: float) -> None:
+        """What the allocation forwards (bits/s), after each allocation."""
+        return None
+
     def pop_probes(self) -> list[ProbeCluster]:
         """Probe clusters to hand to the pacer now (each returned once)."""
         return []

@@ -213,8 +213,13 @@ def test_remb_starts_the_warmup() -> None:
     link.on_remb(800_000, 0.5)
     assert link.update(1.0) is None  # warm-up
     alloc = link.update(1.6)
-    assert alloc is not None and link.estimate == 800_000
-    assert dt.allocated_rank == 1  # h fits 800 kbit/s, f does not
+    # No congestion yet: the REMB is no ceiling and the viewer gets its preferred layer.
+    assert alloc is not None and link.estimate is None
+    assert dt.allocated_rank == 2
+    link.on_remb(700_000, 2.0)  # fell, below what f forwards: congestion
+    assert link.estimate == 700_000
+    link.update(2.1)
+    assert dt.allocated_rank == 1  # h fits 700 kbit/s, f does not
 
 
 def test_paced_video_takes_no_number_in_forward() -> None:

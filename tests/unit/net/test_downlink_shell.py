@@ -109,11 +109,19 @@ def _paced_shell(estimate: float) -> tuple[ViewerDownlink, ManualScheduler, list
     sched = ManualScheduler()
     shell = ViewerDownlink(peer, 6, "remb", scheduler=sched)  # type: ignore[arg-type]
     shell.clock = clock  # type: ignore[attr-defined]
-    shell.core.on_remb(estimate, 0.0)
+    _congest(shell, estimate, 0.0)
     assert not shell.pacing  # no trusted estimate yet: the forward loop sends at once
     shell.reallocate(1.0)
     assert shell.pacing
     return shell, sched, wire
+
+
+def _congest(shell: ViewerDownlink, estimate: float, now: float) -> None:
+    """REMBs that signal congestion (falling, below what is sent), so the last one caps."""
+    shell.core.estimator.set_send_rate(4 * estimate, now - 0.5)
+    shell.core.on_remb(2 * estimate, now - 0.5)
+    shell.core.on_remb(estimate, now)
+    assert shell.core.estimator.target_bitrate == estimate
 
 
 def _numbered(dt: DownTrack, shell: ViewerDownlink, i: int) -> bytes:
@@ -208,7 +216,7 @@ def test_remb_viewer_video_is_stamped_when_it_leaves_and_padded_towards_the_goal
     assert dt.downlink is shell.core and dt.abs_send_time_id == 3
     assert audio.downlink is None  # audio is not stamped (its section has no extension)
 
-    shell.on_remb(500_000, 0.0)
+    _congest(shell, 500_000, 0.0)
     shell.reallocate(1.5)  # trusted after the warm-up: pacing, and padding towards the goal
     assert shell.pacing
     assert shell._pacer.padding_rate == 500_000  # up to the estimate, not beyond

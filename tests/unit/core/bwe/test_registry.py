@@ -23,7 +23,9 @@ def test_register_custom() -> None:
 
 def test_remb_estimator_clamps_and_goes_stale() -> None:
     e = RembEstimator(start_bitrate=300e3, min_bitrate=50e3)
-    e.on_remb(10, 1.0)
+    e.set_send_rate(3e6, 0.0)
+    e.on_remb(1e6, 0.5)
+    e.on_remb(10, 1.0)  # fell below what is sent: congestion, the REMB caps
     assert e.target_bitrate == 50e3
     e.on_remb(2e6, 2.0)
     assert e.target_bitrate == 2e6
