@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -37,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import runner
 from bench.cascade import OriginProcess
 from bench.forwarding import API_KEY, API_SECRET, _free_port, parse_metrics
 from bench.load import (
@@ -366,15 +366,12 @@ def summary(results: dict[str, Any]) -> list[str]:
 
 
 def main(opts: ClusterOptions) -> int:
-    from bench.load import _asyncio_run
-
     try:
-        results = _asyncio_run(_run(opts))
+        results = runner.run(_run(opts))
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    runner.write_json(results, opts.out)
     print()
     for line in summary(results):
         print(line)

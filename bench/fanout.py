@@ -38,6 +38,7 @@ from aiortc.rtcdatachannel import RTCDataChannelParameters
 from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
+from bench import runner
 from bench.rawpeer import RawPeer, certificate_fingerprint
 
 SCTP_PORT = 5000
@@ -469,14 +470,8 @@ async def _main(opts: Options) -> dict[str, Any]:
 
 
 def main(opts: Options) -> int:
-    try:
-        import uvloop
-
-        result = uvloop.run(_main(opts))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(_main(opts))
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = runner.run(_main(opts))
+    runner.write_json(result, opts.out)
     r, f = result["race"], result["fanout"]
     print(
         f"order.place -> order.result: p50 {r['latency_ms']['p50']} ms, p99 "

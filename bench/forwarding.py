@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import platform
 import re
@@ -41,6 +40,7 @@ import aiohttp
 import numpy as np
 from aiortc.rtcdtlstransport import RTCCertificate
 
+from bench import runner
 from bench.floor import FloorResult, run_floor
 from bench.rawpeer import EncodedStream, RawPeer, RawPublisher, encode_stream
 
@@ -605,14 +605,8 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(opts: Options) -> int:
-    try:
-        import uvloop
-
-        results = uvloop.run(_run(opts))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        results = asyncio.run(_run(opts))
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results = runner.run(_run(opts))
+    runner.write_json(results, opts.out)
     print()
     print(format_table(results))
     print(f"\nwrote {opts.out} in {results['elapsed_seconds']} s")

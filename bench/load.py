@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -46,6 +45,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
+from bench import runner
 
 LATENCY_P99_LIMIT_MS = 50.0
 LOSS_LIMIT_PERCENT = 0.5
@@ -855,23 +856,13 @@ async def _run(opts: Options) -> dict[str, Any]:
     return out
 
 
-def _asyncio_run(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
-
-
 def main(opts: Options) -> int:
     try:
-        results = _asyncio_run(_run(opts))
+        results = runner.run(_run(opts))
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    runner.write_json(results, opts.out)
     if "search" in results:
         s = results["search"]
         at = s.get("at_max") or {}
@@ -1007,12 +998,11 @@ def compare_main(opts: CompareOptions) -> int:
         print("error: compare --peer janus needs root (apt-get, ip netns)", file=sys.stderr)
         return 2
     try:
-        results = _asyncio_run(_compare(opts))
+        results = runner.run(_compare(opts))
     except (LoadError, RuntimeError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
         return 2
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    runner.write_json(results, opts.out)
     print()
     print(compare_table(results))
     print(f"\nwrote {opts.out} in {results['elapsed_seconds']} s")

@@ -44,8 +44,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from bench import runner
 from bench.link import LinkConfig
-from bench.load import LoadError, Target, _asyncio_run, _seconds, node_target, token
+from bench.load import LoadError, Target, _seconds, node_target, token
 from bench.loss import LossSpecError, parse_loss
 from bench.rawpeer import MAX_ARRIVALS, RawPeer, RawPublisher, read_answer
 from bench.traces import CapacityTrace, TraceError, load_trace
@@ -561,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
         recovery=args.recovery,
         plots=not args.no_plots, out=args.out)
     try:
-        report = _asyncio_run(_replay(opts))
+        report = runner.run(_replay(opts))
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

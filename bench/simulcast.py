@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import secrets
 import statistics
@@ -43,6 +42,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate
 
+from bench import runner
 from bench.clients.whip import (
     HTTP_TIMEOUT,
     WhepSession,
@@ -520,14 +520,8 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 def main(opts: Options) -> int:
-    try:
-        import uvloop
-
-        results = uvloop.run(_run(opts))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        results = asyncio.run(_run(opts))
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results = runner.run(_run(opts))
+    runner.write_json(results, opts.out)
     print()
     print(format_summary(results))
     print(f"\nwrote {opts.out} in {results['elapsed_seconds']} s")

@@ -1,4 +1,4 @@
-"""Run the node:test suite of sfu/static/js/clock-sync.js (tests/unit/js/clock-sync.test.mjs)."""
+"""Run the node:test suites of the browser client's modules (tests/unit/js/*.test.mjs)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-SUITE = HERE / "clock-sync.test.mjs"
 NODE = shutil.which("node")
 
 
 @pytest.mark.skipif(NODE is None, reason="Node.js (`node`) is not installed: the JS suite needs it")
-def test_clock_sync_js_suite() -> None:
+@pytest.mark.parametrize(
+    ("suite", "min_passed"),
+    [
+        ("clock-sync.test.mjs", 15),  # sfu/static/js/clock-sync.js
+        ("cluster.test.mjs", 6),  # sfu/static/js/cluster.js
+    ],
+)
+def test_js_suite(suite: str, min_passed: int) -> None:
     assert NODE is not None
     proc = subprocess.run(
-        [NODE, "--test", "--test-reporter=tap", str(SUITE)],
+        [NODE, "--test", "--test-reporter=tap", str(HERE / suite)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -29,4 +35,4 @@ def test_clock_sync_js_suite() -> None:
     assert proc.returncode == 0, output
     assert "# fail 0" in output, output
     passed = [line for line in output.splitlines() if line.startswith("# pass ")]
-    assert passed and int(passed[-1].split()[-1]) >= 15, output
+    assert passed and int(passed[-1].split()[-1]) >= min_passed, output
