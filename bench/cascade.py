@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import secrets
@@ -38,6 +37,7 @@ from typing import Any
 import aiohttp
 from aiortc.rtcdtlstransport import RTCCertificate
 
+from bench import runner
 from bench.forwarding import (
     API_KEY,
     API_SECRET,
@@ -153,9 +153,7 @@ async def _run(opts: Options) -> dict[str, Any]:
     cert = RTCCertificate.generateCertificate()
     room = f"cascade-{secrets.token_hex(3)}"
     results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "options": {"edges": opts.edges, "viewers": opts.viewers,
                     "duration": opts.duration, "warmup": opts.warmup},
         "stream": {"video_packets_per_second": round(stream.video_packets_per_second, 1),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import os
 import shutil
 import signal
@@ -304,14 +303,11 @@ def node_line(r: dict[str, Any]) -> str:
 async def _run(opts: ClusterOptions) -> dict[str, Any]:
     from aiortc.rtcdtlstransport import RTCCertificate
 
-    from bench.forwarding import machine_info
     from bench.load import _stream, _stream_info
 
     started = time.monotonic()
     out: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "criteria": {"latency_p99_ms_below": LATENCY_P99_LIMIT_MS,
                      "loss_percent_below": LOSS_LIMIT_PERCENT},
         "viewer_placement": "round robin over the nodes' WHEP URLs; publisher on n1",

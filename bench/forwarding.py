@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import os
 import platform
 import re
@@ -450,9 +449,7 @@ async def _run(opts: Options) -> dict[str, Any]:
     stream = encode_stream()
     cert = RTCCertificate.generateCertificate()
     results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "stream": {
             "video_frames_per_loop": len(stream.video),
             "fps": stream.fps,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -825,13 +824,10 @@ async def search_max(target: Target, opts: Options, stream: Any, cert: Any,
 async def _run(opts: Options) -> dict[str, Any]:
     from aiortc.rtcdtlstransport import RTCCertificate
 
-    from bench.forwarding import machine_info
 
     started = time.monotonic()
     out: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
     }
     async with aiohttp.ClientSession() as http:
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
@@ -929,7 +925,6 @@ async def _compare(opts: CompareOptions) -> dict[str, Any]:
     from aiortc.rtcdtlstransport import RTCCertificate
 
     from bench import janus, netns
-    from bench.forwarding import machine_info
 
     started = time.monotonic()
     version = janus.ensure_installed()
@@ -938,9 +933,7 @@ async def _compare(opts: CompareOptions) -> dict[str, Any]:
     cert = RTCCertificate.generateCertificate()
     pps = stream.video_packets_per_second + (50 if stream.audio else 0)
     out: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "stream": _stream_info(stream),
         "scenario": {"rooms": opts.rooms, "subscribers_per_room": opts.subscribers,
                      "duration": opts.duration, "warmup": opts.warmup},

@@ -15,10 +15,8 @@ Cost per stream = window CPU minus baseline CPU; the ratio record/forward is the
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import secrets
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +25,8 @@ from typing import Any
 import aiohttp
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from bench.forwarding import API_KEY, API_SECRET, NodeProcess, machine_info
+from bench import runner
+from bench.forwarding import API_KEY, API_SECRET, NodeProcess
 from bench.rawpeer import EncodedStream, RawPeer, RawPublisher, encode_stream
 
 START_TIMEOUT = 20.0  # a recording's video starts on the stream's next key frame (<= 10 s)
@@ -133,9 +132,7 @@ async def _run(warmup: float, duration: float, repeats: int) -> dict[str, Any]:
     base, fwd, rec = mean("baseline"), mean("forward"), mean("record")
     forward_cost, record_cost = fwd - base, rec - base
     return {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "stream": {"size": f"{stream.width}x{stream.height}", "fps": stream.fps,
                    "video_bitrate_bps": round(stream.video_bitrate)},
         "options": {"warmup": warmup, "duration": duration, "repeats": repeats},

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -412,9 +410,7 @@ async def _run(opts: Options) -> dict[str, Any]:
     layers = encode_layers()
     cert = RTCCertificate.generateCertificate()
     results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **runner.header(),
         "layers": {
             rid: {"size": f"{s.width}x{s.height}", "fps": s.fps,
                   "video_bitrate_bps": round(s.video_bitrate),
