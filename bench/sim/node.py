@@ -135,8 +135,11 @@ class SimNode:
         for p in rtcp.parse_compound(data):
             if isinstance(p, rtcp.Pli):
                 entry = self._downtracks.get(p.media_ssrc)
-                if entry is not None and entry[1].receiver is not None:
-                    self.request_keyframe(entry[1].receiver, now)
+                dt = None if entry is None else entry[1]
+                if dt is not None and dt.current is not None:
+                    # The layer the viewer waits for or gets, as Peer._on_rtcp does (not the
+                    # track's primary: on simulcast that is the lowest layer).
+                    self.request_keyframe(dt.pending or dt.current, now)
             else:
                 # Hook: NACK -> responder (RTX), TWCC/REMB -> estimator.
                 subscriber = self._subscriber_of(p)
