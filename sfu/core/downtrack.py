@@ -73,7 +73,10 @@ class DownTrack:
         # simulcast and temporal scalability
         self.current: Receiver | None = None  # the layer being forwarded
         self.pending: Receiver | None = None  # the layer to switch to on its next key frame
-        self.max_temporal = MAX_TEMPORAL
+        self.max_temporal = MAX_TEMPORAL  # the viewer's preference (highest TID wanted)
+        self.allocated_temporal: int | None = None  # the bandwidth allocator's TID ceiling
+        self.temporal = MAX_TEMPORAL  # the TID ceiling in force (changes at a frame start)
+        self.temporal_switches = 0
         self.preferred_rank: int | None = None  # subscriber's choice: 0 = lowest
         self.max_size: tuple[int, int] | None = None  # largest size the client renders
         self.allocated_rank: int | None = None  # the bandwidth allocator's ceiling
@@ -271,17 +274,22 @@ class DownTrack:
             self.awaiting_keyframe = False
         layer = self.current
         d = layer.vp8 if layer is not None and self.vp8 is not None else None
-        if d is not None and d.tid is not None and d.tid > self.max_temporal:
-            # An upper temporal layer this viewer does not get: close the gaps it leaves.
-            self.munger.drop(hdr.seq)
-            self.vp8.drop_frame(d)  # type: ignore[union-attr]
-            return None
+        if d is not None and d.tid is not None:
+            if d.begins_frame:
+                self._temporal_at_frame(d)
+            if d.tid > self.temporal:
+                # An upper temporal layer this viewer does not get: close the gaps it leaves.
+                self.munger.drop(hdr.seq)
+                self.vp8.drop_frame(d)  # type: ignore[union-attr]
+                return None
         out = self.munger.rewrite(hdr.seq, hdr.timestamp, now)
         if out is None:
             return None
         seq, ts = out
+        # Picture IDs are translated for simulcast and for any temporally layered stream (a
+        # dropped frame shifts them; translating from the start keeps them continuous).
         munge_vp8 = d is not None and d.picture_id is not None and (
-            (layer is not None and layer.simulcast) or self.max_temporal < MAX_TEMPORAL
+            d.tid is not None or (layer is not None and layer.simulcast)
         )
         tw = self.downlink
         if tw is not None and not tw.ext_id:
@@ -346,6 +354,23 @@ class DownTrack:
         # RFC 3550 6.4.1: the SR octet count is payload octets (no header, no padding).
         self.stats.on_packet(hdr.payload_size, ts, now)
         return pkt
+
+    def _temporal_at_frame(self, d: Vp8Descriptor) -> None:
+        """At the start of a frame, bring the TID ceiling in force to what the preference and
+        the allocator allow: down at once; up only on a frame the viewer can decode with
+        what it has (a TL0 frame, or a layer-sync frame of a TID it may now have: it refers
+        only to TL0), so a newly admitted frame never references one it was not sent."""
+        want = self.max_temporal
+        cap = self.allocated_temporal
+        if cap is not None and cap < want:
+            want = cap
+        have = self.temporal
+        if want == have:
+            return
+        tid = d.tid or 0
+        if want < have or tid == 0 or (d.layer_sync and tid <= want):
+            self.temporal = want
+            self.temporal_switches += 1
 
     def _munge_vp8_in(self, pkt: bytes, tail: int, d: Vp8Descriptor) -> bytes:
         """`pkt` with its VP8 picture ID and TL0PICIDX translated; the payload (with its

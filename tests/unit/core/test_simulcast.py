@@ -19,9 +19,10 @@ VP8 = Codec(96, "VP8", 90000)
 SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
 
 
-def vp8_payload(*, key: bool, start: bool, pid: int, tl0: int, tid: int, size=(0, 0)) -> bytes:
+def vp8_payload(*, key: bool, start: bool, pid: int, tl0: int, tid: int, size=(0, 0),
+                sync: bool = True) -> bytes:
     desc = bytes([0x80 | (0x10 if start else 0), 0xE0, 0x80 | (pid >> 8), pid & 0xFF, tl0,
-                  (tid << 6) | 0x20])
+                  (tid << 6) | (0x20 if sync else 0)])
     if not start:
         return desc + b"\x55" * 20
     if key:
@@ -39,15 +40,17 @@ class Layer:
         self.rid, self.ssrc, self.seq, self.pid, self.tl0 = rid, ssrc, seq, pid, tl0
         self.ts = ssrc * 7 % 2**32  # each encoder has its own timestamp base
         self.frame = 0
+        self.real_sync = False  # True: Y only where libvpx sets it (frames 1, 2 of 0,2,1,2)
 
     def frame_packets(self, *, key: bool = False, packets: int = 2) -> list[bytes]:
         tid = 0 if key else [0, 2, 1, 2][self.frame % 4]
+        sync = tid > 0 and (not self.real_sync or self.frame % 4 in (1, 2))
         if tid == 0:
             self.tl0 = (self.tl0 + 1) & 0xFF
         out = []
         for i in range(packets):
             payload = vp8_payload(key=key, start=i == 0, pid=self.pid, tl0=self.tl0, tid=tid,
-                                  size=SIZES[self.rid])
+                                  size=SIZES[self.rid], sync=sync)
             out.append(build_packet(payload_type=96, seq=self.seq & 0xFFFF, timestamp=self.ts,
                                     ssrc=self.ssrc, payload=payload, marker=i == packets - 1))
             self.seq += 1
@@ -237,6 +240,45 @@ def test_temporal_layer_dropping_keeps_output_contiguous() -> None:
         h.frame("q", t)
     assert {out_fields(p)[5] for p in h.out} == {0, 1}
     assert_continuous(h.out)
+
+
+def test_allocator_temporal_ceiling_rises_only_where_the_viewer_can_decode() -> None:
+    h = Harness()
+    h.enc["q"].real_sync = True
+    dt = make_viewer(h.room, 0.0)
+    dt.allocated_temporal = 0
+    t = 0.0
+    h.frame("q", t, key=True)  # frame 0 (TL0); then 1..6 carry TIDs 2,1,2,0,2,1
+    for _ in range(6):
+        t += 0.033
+        h.frame("q", t)
+    assert {out_fields(p)[5] for p in h.out} == {0}
+    dt.allocated_temporal = None  # the allocator lifts the ceiling
+    h.out.clear()
+    t += 0.033
+    h.frame("q", t)  # frame 7: TL2 referring to frame 6 (TL1), which was dropped
+    assert h.out == [] and dt.temporal == 0
+    t += 0.033
+    h.frame("q", t)  # frame 8: TL0, decodable: the ceiling rises here
+    assert dt.temporal == 3
+    for _ in range(3):
+        t += 0.033
+        h.frame("q", t)
+    assert [out_fields(p)[5] for p in h.out[::2]] == [0, 2, 1, 2]
+    assert_continuous(h.out)
+    # Down at the next frame start; up again on a layer-sync frame (frame 13: TL2 with Y,
+    # referring only to TL0 frame 12)
+    dt.allocated_temporal = 0
+    h.out.clear()
+    t += 0.033
+    h.frame("q", t)  # frame 12: TL0
+    assert dt.temporal == 0 and len(h.out) == 2
+    dt.allocated_temporal = None
+    t += 0.033
+    h.frame("q", t)  # frame 13: TL2, layer sync
+    assert dt.temporal == 3 and [out_fields(p)[5] for p in h.out[2:]] == [2, 2]
+    assert_continuous(h.out)
+    assert dt.temporal_switches == 4
 
 
 def test_fallback_when_top_layer_stops_and_recovery_when_it_returns() -> None:
