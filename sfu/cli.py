@@ -126,6 +126,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "(abs-send-time + goog-remb, e.g. aiortc); by default their REMB caps their layers "
         "once it signals congestion (env SFU_BWE_REMB=0)",
     )
+    serve.add_argument(
+        "--bwe-temporal-steps", action="store_true",
+        help="let the bandwidth allocator give a viewer a simulcast layer at a lower frame "
+        "rate (VP8 temporal layers) before a lower layer (env SFU_BWE_TEMPORAL_STEPS=1)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -240,6 +245,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         publish_red=args.publish_red,
         bwe_pacing=not (args.no_bwe_pacing or _env_off(env, "SFU_BWE_PACING")),
         bwe_remb=not (args.no_bwe_remb or _env_off(env, "SFU_BWE_REMB")),
+        bwe_temporal_steps=args.bwe_temporal_steps or _env_on(env, "SFU_BWE_TEMPORAL_STEPS"),
     )
 
 

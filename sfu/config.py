@@ -98,6 +98,8 @@ class Settings:
     publish_fec: bool = False
     bwe_pacing: bool = True
     bwe_remb: bool = True
+    # VP8 temporal layers as allocation steps (off: one step per simulcast layer)
+    bwe_temporal_steps: bool = False
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -299,7 +299,8 @@ def _enable_downlink(node: Node, peer: Peer, m: MediaSection, slot: Slot) -> Non
             ext_id, estimator = 0, "remb"
         peer.bwe = ViewerDownlink(peer, ext_id, estimator,
                                   probing=settings.bwe_probing, pacing=settings.bwe_pacing,
-                                  scheduler=node.pacing)
+                                  scheduler=node.pacing,
+                                  temporal_steps=settings.bwe_temporal_steps)
         for earlier in peer.slots:  # sections answered before this one (audio first)
             if earlier is not slot and earlier.downtrack.downlink is None:
                 peer.bwe.add_track(earlier.downtrack)

@@ -81,6 +81,10 @@ class Receiver:
         self.pending: list[Any] = []
         self.vp8: Vp8Descriptor | None = None  # descriptor of the packet being handled
         self.frame_size: tuple[int, int] | None = None  # from the last VP8 key frame
+        # VP8 temporal layers: bytes received per TID (the allocator measures each temporal
+        # layer's share from these) and how many TIDs the encoder uses (0: none signalled)
+        self.tid_bytes = [0, 0, 0, 0]
+        self.temporal_layers = 0
         self.paused = False  # dynacast: no viewer needs this layer
         # loss recovery from the publisher (enable_nack): NACK generator, one upstream NACK
         # however many viewers ask, and the publisher's RTX stream
@@ -147,6 +151,10 @@ class Receiver:
         payload = memoryview(data)[hdr.payload_start : hdr.payload_end]
         if self.codec_name == VP8:
             d = self.vp8 = parse_descriptor(payload)
+            if d is not None and d.tid is not None:
+                self.tid_bytes[d.tid] += len(data)
+                if d.tid >= self.temporal_layers:
+                    self.temporal_layers = d.tid + 1
             key = d is not None and d.begins_frame and len(payload) > d.size and not (
                 payload[d.size] & 0x01
             )

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from sfu.core.allocator import Allocator
 from sfu.core.bwe import NORMAL, OVERUSING, UNDERUSING, create
 from sfu.core.downlink import (
     PADDING_BYTES,
@@ -62,9 +63,10 @@ NOTHING_TO_STAMP, STAMP_TRANSPORT_SEQ, STAMP_ABS_SEND_TIME = 0, 1, 2
 class ViewerDownlink:
     def __init__(self, peer: Peer, ext_id: int, estimator: str = "gcc", *,
                  probing: bool = True, pacing: bool = True,
-                 scheduler: PaceScheduler | None = None) -> None:
+                 scheduler: PaceScheduler | None = None, temporal_steps: bool = False) -> None:
         self.peer = peer
-        self.core = Downlink(create(estimator), ext_id)
+        self.core = Downlink(create(estimator), ext_id,
+                             allocator=Allocator(temporal_steps=temporal_steps))
         # ext_id 0: a REMB viewer (no transport-cc); its video carries abs-send-time
         self.remb = ext_id == 0
         self.abs_id = 0

@@ -76,7 +76,7 @@ def test_up_after_hold_down_at_once_and_flap_backoff() -> None:
         t += 0.1
         a.update(700_000, t)
     assert 1.9 <= t <= 2.2
-    a.update(400_000, t + 0.1)  # drop: down immediately
+    a.update(350_000, t + 0.1)  # a deep drop (under 0.8 x the h in force): down at once
     assert v.allocated_rank == 0
     # flapped: the next up waits twice as long
     start = t + 0.1
@@ -125,3 +125,85 @@ def test_probe_goal_is_the_estimate_that_lets_the_top_layer_up() -> None:
     for i in range(40, 80):  # ... one at the probe goal does, after the hold
         a.update(alloc.probe_goal, i * 0.1)
     assert v.allocated_rank == 2
+
+
+def test_a_shallow_dip_moves_down_only_once_it_lasts() -> None:
+    a = Allocator(up_hold=2.0, down_hold=1.0, shallow_dip=0.8)
+    v = _video(1)
+    a.add_track(v)
+    a.update(700_000, 0.0)
+    assert v.allocated_rank == 1  # first allocation: h
+    # A key frame's delay spike: GCC cuts to 0.85 x the acknowledged rate, then its probe
+    # restores the estimate. h stays.
+    a.update(440_000, 0.1)
+    a.update(440_000, 0.9)
+    assert v.allocated_rank == 1
+    a.update(700_000, 1.0)
+    a.update(440_000, 1.5)  # a new dip starts its own clock
+    a.update(440_000, 2.4)
+    assert v.allocated_rank == 1
+    a.update(440_000, 2.5)  # lasted 1 s: down
+    assert v.allocated_rank == 0
+    assert a.changes(v) == 1
+
+
+def _temporal(dt: DownTrack) -> None:
+    """Make every layer of `dt`'s track look like libvpx with three temporal layers."""
+    for layer in dt.receiver.ranked():  # type: ignore[union-attr]
+        layer.temporal_layers = 3
+
+
+def test_temporal_steps_fill_the_gap_between_layers() -> None:
+    a = Allocator(temporal_steps=True)
+    v, au = _video(1), _audio(2)
+    _temporal(v)
+    a.add_track(v)
+    a.add_track(au)
+    steps = [(s.rank, s.tid) for s in a.steps(v, 0.0)]
+    # q at 7.5/15/30 fps; h and f never under half the frame rate
+    assert steps == [(0, 0), (0, 1), (0, 3), (1, 1), (1, 3), (2, 1), (2, 3)]
+    rates = [s.rate for s in a.steps(v, 0.0)]
+    assert rates == [60_000, 90_000, 150_000, 300_000, 500_000, 900_000, 1_500_000]
+    # 1.2 Mbit/s: f at 15 fps (0.9M with the up margin + audio fits), not h at 0.5M
+    alloc = a.update(1.2e6, 0.0)
+    assert (v.allocated_rank, v.allocated_temporal) == (2, 1)
+    assert alloc.allocated == 64_000 + 900_000
+    # a starved link keeps q at 7.5 fps instead of pausing
+    a2 = Allocator(temporal_steps=True)
+    v2 = _video(3)
+    _temporal(v2)
+    a2.add_track(v2)
+    a2.update(80_000, 0.0)
+    assert (v2.allocated_rank, v2.allocated_temporal) == (0, 0)
+
+
+def test_a_temporal_step_down_is_taken_at_once_even_in_a_shallow_dip() -> None:
+    a = Allocator(down_hold=1.0, shallow_dip=0.8, temporal_steps=True)
+    v = _video(1)
+    _temporal(v)
+    a.add_track(v)
+    a.update(700_000, 0.0)
+    assert (v.allocated_rank, v.allocated_temporal) == (1, None)
+    a.update(450_000, 0.1)  # >= 0.8 x 500k, but h at 15 fps fits: no key frame needed
+    assert (v.allocated_rank, v.allocated_temporal) == (1, 1)
+
+
+def test_measured_temporal_shares_replace_the_default_split() -> None:
+    a = Allocator(temporal_steps=True)
+    v = _video(1)
+    _temporal(v)
+    a.add_track(v)
+    q = v.receiver.ranked()[0]  # type: ignore[union-attr]
+    a.temporal_shares(q, 0.0)
+    q.tid_bytes[:3] = [5_000, 2_500, 2_500]  # 50/25/25 % over the next second
+    assert a.temporal_shares(q, 1.0) == (0.5, 0.75, 1.0)
+
+
+def test_without_temporal_steps_a_layered_track_is_one_step_per_layer() -> None:
+    a = Allocator()  # the node's default
+    v = _video(1)
+    _temporal(v)
+    a.add_track(v)
+    assert [(s.rank, s.tid) for s in a.steps(v, 0.0)] == [(0, 3), (1, 3), (2, 3)]
+    a.update(1.2e6, 0.0)
+    assert (v.allocated_rank, v.allocated_temporal) == (1, None)
