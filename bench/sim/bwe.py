@@ -32,12 +32,19 @@ from bench import metrics as m
 from bench.sim.engine import Engine
 from bench.sim.node import TICK, SimNode
 from bench.sim.publisher import Publisher, PublisherConfig
-from bench.sim.run import OPUS_CODEC, VP8_CODEC, ConfigError, SimConfig, link_config
+from bench.sim.run import (
+    OPUS_CODEC,
+    VP8_CODEC,
+    ConfigError,
+    SimConfig,
+    check_temporal_layers,
+    link_config,
+)
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
 from sfu.core.allocator import Allocator
 from sfu.core.downlink import ALLOCATED_FLOOR, pacing_target
-from sfu.core.downtrack import DownTrack
+from sfu.core.downtrack import MAX_TEMPORAL, DownTrack
 from sfu.core.layers import choose_layer
 from sfu.core.pacer import Pacer
 from sfu.core.receiver import TrackInfo
@@ -94,12 +101,12 @@ class NodeViewer:
     """Estimator + allocator + pacer for one viewer, wired as the node shell will wire them."""
 
     def __init__(self, engine: Engine, node: SimNode, name: str, estimator: bwe.Estimator,
-                 port: _Port, pacing_factor: float = 1.0) -> None:
+                 port: _Port, pacing_factor: float = 1.0, temporal_steps: bool = False) -> None:
         self.engine = engine
         self.node = node
         self.name = name
         self.estimator = estimator
-        self.allocator = Allocator()
+        self.allocator = Allocator(temporal_steps=temporal_steps)
         start = estimator.target_bitrate or 300_000.0
         self.pacer = Pacer(target_bitrate=start, factor=pacing_factor)
         self.port = port
@@ -107,9 +114,12 @@ class NodeViewer:
         self._pacer_at: float | None = None
         self.downtracks: list[DownTrack] = []
         self.series: dict[str, list[Any]] = {"t": [], "target": [], "allocated_rank": [],
-                                             "rank": [], "pacer_queue_ms": [], "state": []}
+                                             "rank": [], "pacer_queue_ms": [], "state": [],
+                                             "temporal": []}
         self.switch_times: list[float] = []
         self._switches = 0
+        self.temporal_times: list[float] = []  # TID ceiling changes in force
+        self._temporal_switches = 0
 
     # sinks of the down-tracks
     def sink(self, kind: str) -> Callable[[bytes, float], None]:
@@ -180,6 +190,14 @@ class NodeViewer:
         layer = choose_layer(dt, dt.receiver, now)
         if dt.request_layer(layer):
             self.node.request_keyframe(layer, now)
+        current, pending = dt.current, dt.pending
+        if pending is not None and current is not None \
+                and not dt.awaiting_keyframe:
+            ranked = dt.receiver.ranked()
+            if ranked.index(pending) < ranked.index(current):
+                # As the node does (sfu.net.downlink): down because the link narrowed, stop
+                # the old layer now so the new layer's key frame meets a draining queue.
+                dt.restart_on_keyframe(now)
 
     def tick(self, now: float) -> None:
         self.reallocate(now)
@@ -195,6 +213,10 @@ class NodeViewer:
         if dt is not None and dt.current is not None and dt.receiver is not None:
             rank = -1 if dt.paused else dt.receiver.ranked().index(dt.current)
         s["rank"].append(rank)
+        s["temporal"].append(None if dt is None else dt.temporal)
+        if dt is not None and dt.temporal_switches != self._temporal_switches:
+            self.temporal_times.extend([now] * (dt.temporal_switches - self._temporal_switches))
+            self._temporal_switches = dt.temporal_switches
         if dt is not None and dt.switches != self._switches:
             self.switch_times.extend([now] * (dt.switches - self._switches))
             self.node.estimator.layer_switches += dt.switches - self._switches
@@ -299,6 +321,7 @@ def build_bwe(config: SimConfig, estimator: str, layers: tuple[float, ...] = DEF
                           f"got {estimator!r}")
     if len(layers) != 3 or any(b <= 0 for b in layers):
         raise ConfigError(f"--layers: need three positive bitrates, got {layers}")
+    check_temporal_layers(config)
     base = Path(config.base_dir) if config.base_dir else Path.cwd()
     seed = config.seed
     down_cfgs = [link_config(config.down, seed * 1000 + 101 + 10 * i, "down-", base)
@@ -325,6 +348,7 @@ def build_bwe(config: SimConfig, estimator: str, layers: tuple[float, ...] = DEF
         cfg = PublisherConfig(video_bitrate=rate, fps=config.fps,
                               keyframe_interval=config.keyframe_interval,
                               keyframe_ratio=config.keyframe_ratio,
+                              temporal_layers=config.temporal_layers,
                               audio=config.audio and i == 0, video_ssrc=ssrcs[i])
         pubs.append(Publisher(cfg, uplink, seed + i))
     info = TrackInfo(track_id="pub-video", kind="video", participant="pub", stream_id="pub",
@@ -346,7 +370,8 @@ def build_bwe(config: SimConfig, estimator: str, layers: tuple[float, ...] = DEF
         link: Link[Item] = Link(down_cfgs[i], start=0.0)
         port = _Port(engine, link, side.on_item)
         kind = {"gcc": "gcc", "remb-aiortc": "remb", "none": "null"}[estimator]
-        viewer = NodeViewer(engine, node, name, bwe.create(kind), port, pacing_factor)
+        viewer = NodeViewer(engine, node, name, bwe.create(kind), port, pacing_factor,
+                            temporal_steps=config.temporal_layers > 1)
         hook.viewers[name] = viewer
         viewers.append(viewer)
         sides.append(side)
@@ -457,12 +482,14 @@ def analyse(run: BweRun) -> dict[str, Any]:
     changes = _capacity_changes(cap, span)
     bounds = [cfg.join_at] + [c[0] for c in changes] + [span]
     steady_switches = 0
+    steady_temporal = 0
     steady_time = 0.0
     for a, b in zip(bounds, bounds[1:], strict=False):
         lo = a + 5.0
         if b > lo:
             steady_time += b - lo
             steady_switches += sum(1 for x in viewer.switch_times if lo <= x < b)
+            steady_temporal += sum(1 for x in viewer.temporal_times if lo <= x < b)
     send_t, send_s = port.send_times, port.send_sizes
     drops, ups = [], []
     for t0, old, new in changes:
@@ -480,8 +507,11 @@ def analyse(run: BweRun) -> dict[str, Any]:
                           "estimate_under_s": est_under, "sending_under_s": sent_under})
         elif new > old:
             want = feasible_rank(new, run.layers)
-            layer_up = next((t - t0 for t, r in zip(s["t"], s["rank"], strict=True)
-                             if t >= t0 and r is not None and r >= want), None)
+            # the wanted layer at its full frame rate (or a higher layer)
+            layer_up = next((t - t0 for t, r, tid in zip(s["t"], s["rank"], s["temporal"],
+                                                          strict=True)
+                             if t >= t0 and r is not None and (r > want or (
+                                 r == want and tid == MAX_TEMPORAL))), None)
             est_up = next((t - t0 for t, e in zip(s["t"], s["target"], strict=True)
                            if t >= t0 and e is not None and e >= min(0.8 * new,
                                                                       old * 1.2)), None)
@@ -503,6 +533,9 @@ def analyse(run: BweRun) -> dict[str, Any]:
         "video_latency_ms": lat,
         "layer_switches": len(viewer.switch_times),
         "layer_switches_per_min_steady": steady_switches / steady_time * 60 if steady_time
+        else None,
+        "temporal_steps": len(viewer.temporal_times),
+        "temporal_steps_per_min_steady": steady_temporal / steady_time * 60 if steady_time
         else None,
         "drops": drops,
         "step_ups": ups,

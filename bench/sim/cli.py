@@ -18,8 +18,8 @@ from bench.sim.run import REPO_ROOT, ConfigError, PathSpec, SimConfig
 STANDARD = Path(__file__).resolve().parents[1] / "scenarios" / "standard.json"
 PATH_KEYS = {"trace", "loss", "delay_ms", "jitter_ms", "queue_ms", "queue_bytes", "reorder"}
 TOP_KEYS = {"name", "duration", "seed", "bitrate", "fps", "keyframe_interval",
-            "keyframe_ratio", "audio", "subscribers", "join_at", "drain", "bin",
-            "convergence", "up", "down", "recovery"}
+            "keyframe_ratio", "temporal_layers", "audio", "subscribers", "join_at", "drain",
+            "bin", "convergence", "up", "down", "recovery"}
 FULL_RECOVERY = "nack+red+fec"
 # Headline keys copied from the recovery-off run into each summary entry's "without_recovery".
 BASELINE_KEYS = ("residual_loss", "video_residual_loss", "freeze_count", "freeze_total_s",
@@ -49,6 +49,9 @@ def add_commands(sub: Any) -> None:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--bitrate", type=float, default=1.5e6, help="video bits/s (fixed)")
     sim.add_argument("--fps", type=float, default=30.0)
+    sim.add_argument("--temporal-layers", type=int, default=1, choices=(1, 2, 3),
+                     help="VP8 temporal layers per video stream (Chromium's VP8 simulcast "
+                     "sends 3; default 1: none)")
     sim.add_argument("--subscribers", type=int, default=1)
     sim.add_argument("--name", default="sim", help="scenario name in the report")
     sim.add_argument("--recovery", default=FULL_RECOVERY,
@@ -93,6 +96,7 @@ def _sim(args: argparse.Namespace) -> int:
     config = SimConfig(
         name=args.name, duration=args.duration, seed=args.seed, bitrate=args.bitrate,
         fps=args.fps, subscribers=args.subscribers, recovery=args.recovery,
+        temporal_layers=args.temporal_layers,
         up=PathSpec(trace=args.up_trace, loss=args.up_loss, delay_ms=args.up_delay,
                     jitter_ms=args.up_jitter, queue_ms=args.up_queue_ms),
         down=PathSpec(trace=args.down_trace or args.trace,

@@ -5,6 +5,11 @@ seconds, a keyframe costing `keyframe_ratio` delta frames; a PLI from the node m
 frame a keyframe (and restarts the keyframe period, as libvpx does on a forced keyframe).
 The bitrate is fixed: there is no bandwidth estimation yet, so the sender never adapts.
 
+With `temporal_layers` 2 or 3 the encoder is temporally layered as libwebrtc's VP8 is in
+simulcast: TIDs 0,1 or 0,2,1,2 repeating from each keyframe, the layer's bitrate split 60/40
+or 40/20/40 % between TIDs (frame sizes follow), and the descriptor carries a 15-bit picture
+ID, TL0PICIDX and TID with the layer-sync bit on frames that refer only to TL0.
+
 Each packet carries, right after the VP8 descriptor (and the payload-header byte on the first
 packet of a frame), `!dIIHH`: send time, stream packet index, frame index, packet index in
 frame, packets in frame. Audio carries `!dI`: send time, packet index. The subscriber reads
@@ -27,6 +32,11 @@ VIDEO_CLOCK = 90_000
 AUDIO_CLOCK = 48_000
 RTP_HEADER = 12
 VIDEO_META = struct.Struct("!dIIHH")
+# TID of each frame in a keyframe-aligned pattern, and each TID's frame-size factor (its share
+# of the bitrate over its share of the frames: libwebrtc's 60/40 and 40/20/40 % splits)
+TEMPORAL_PATTERNS: dict[int, tuple[int, ...]] = {1: (0,), 2: (0, 1), 3: (0, 2, 1, 2)}
+TEMPORAL_WEIGHTS: dict[int, tuple[float, ...]] = {1: (1.0,), 2: (1.2, 0.8),
+                                                  3: (1.6, 0.8, 0.8)}
 AUDIO_META = struct.Struct("!dI")
 AUDIO_PTIME = 0.020
 
@@ -43,6 +53,7 @@ class PublisherConfig:
     audio: bool = True
     audio_min: int = 60
     audio_max: int = 120
+    temporal_layers: int = 1  # 1 (no TIDs), 2 or 3
     video_ssrc: int = 0x1111_0001
     audio_ssrc: int = 0x1111_0002
 
@@ -69,6 +80,8 @@ class Publisher:
     def __init__(self, config: PublisherConfig, send: Send, seed: int) -> None:
         if config.video_bitrate <= 0 or config.fps <= 0:
             raise ValueError("video bitrate and fps must be positive")
+        if config.temporal_layers not in TEMPORAL_PATTERNS:
+            raise ValueError("temporal layers must be 1, 2 or 3")
         self.config = config
         self._send = send
         self._rng = random.Random(seed)
@@ -98,6 +111,10 @@ class Publisher:
         self._recent: dict[int, bytes] = {}  # video seq & 1023 -> packet, for NACK answers
         self.keyframes_sent = 0
         self.forced_keyframes = 0
+        # From the SSRC, not the RNG: a layered stream leaves the size draws of a plain one
+        # unchanged.
+        self._picture_id = config.video_ssrc & 0x7FFF
+        self._tl0 = (config.video_ssrc >> 16) & 0xFF
 
     # --- events ---------------------------------------------------------------------------
 
@@ -112,6 +129,11 @@ class Publisher:
             self._force_key = False
             self._since_key = 0
             self.keyframes_sent += 1
+        layers = cfg.temporal_layers
+        tid = TEMPORAL_PATTERNS[layers][self._since_key % len(TEMPORAL_PATTERNS[layers])]
+        weight = TEMPORAL_WEIGHTS[layers][tid]
+        # Layer sync (Y): the frame refers only to TL0 (the first TID 1/2 frames after TL0).
+        sync = tid > 0 and self._since_key % len(TEMPORAL_PATTERNS[layers]) <= 2
         self._since_key += 1
         # Rate control: a forced keyframe's extra bytes are paid back over the next ~0.5 s of
         # delta frames (as a CBR encoder's buffer model does), so PLIs do not raise the rate.
@@ -119,15 +141,26 @@ class Publisher:
             size = self._delta_bytes * cfg.keyframe_ratio
         else:
             payback = self._debt / max(1.0, 0.5 * cfg.fps)
-            size = max(0.25 * self._delta_bytes, self._delta_bytes - payback)
+            size = max(0.25 * self._delta_bytes * weight,
+                       self._delta_bytes * weight - payback)
         size = max(40, int(size * self._rng.uniform(0.85, 1.15)))
-        nominal = self._delta_bytes * (cfg.keyframe_ratio if self._periodic_key(key) else 1.0)
+        nominal = self._delta_bytes * (cfg.keyframe_ratio if self._periodic_key(key) else weight)
         self._debt = max(0.0, self._debt + size - nominal)
         frame = self._frame
         self._frame += 1
         ts = (self._video_ts0 + round(frame * VIDEO_CLOCK / cfg.fps)) & 0xFFFF_FFFF
         # Split so every packet's payload (descriptor + meta + data) fits max_payload.
-        room = cfg.max_payload - 1 - VIDEO_META.size - 1
+        layered = layers > 1
+        if layered:
+            self._picture_id = (self._picture_id + 1) & 0x7FFF
+            if tid == 0:
+                self._tl0 = (self._tl0 + 1) & 0xFF
+            # X; I, L, T; 15-bit picture ID; TL0PICIDX; TID and Y
+            ext = bytes([0xE0, 0x80 | (self._picture_id >> 8), self._picture_id & 0xFF,
+                         self._tl0, (tid << 6) | (0x20 if sync else 0)])
+        else:
+            ext = b""
+        room = cfg.max_payload - 1 - len(ext) - VIDEO_META.size - 1
         count = max(1, -(-size // room))
         base, extra = divmod(size, count)
         log = self.video
@@ -136,7 +169,9 @@ class Publisher:
         self.frames.first_packet.append(len(log.times))
         for i in range(count):
             first = i == 0
-            body = bytearray(b"\x10" if first else b"\x00")  # VP8 descriptor: S on the first
+            # VP8 descriptor: S on the first packet, X when the extension follows
+            body = bytearray([(0x10 if first else 0) | (0x80 if layered else 0)])
+            body += ext
             if first:
                 body.append(0x10 if key else 0x11)  # VP8 payload header: show_frame, P bit
             index = len(log.times)

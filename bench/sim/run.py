@@ -56,6 +56,7 @@ class SimConfig:
     fps: float = 30.0
     keyframe_interval: float = 3.0
     keyframe_ratio: float = 6.0
+    temporal_layers: int = 1  # VP8 TIDs per video stream: 1 (none), 2 or 3
     audio: bool = True
     subscribers: int = 1
     join_at: float = 1.0  # when subscribers join (the publisher starts at 0)
@@ -71,6 +72,11 @@ class SimConfig:
         d = asdict(self)
         d.pop("base_dir")
         return d
+
+
+def check_temporal_layers(config: SimConfig) -> None:
+    if config.temporal_layers not in (1, 2, 3):
+        raise ConfigError(f"temporal_layers: must be 1, 2 or 3, got {config.temporal_layers!r}")
 
 
 class _Port:
@@ -189,6 +195,7 @@ def build(config: SimConfig) -> _Built:
     if config.recovery not in RECOVERY_MODES:
         raise ConfigError(f"--recovery: must be one of {', '.join(RECOVERY_MODES)}, "
                           f"got {config.recovery!r}")
+    check_temporal_layers(config)
     base = Path(config.base_dir) if config.base_dir else Path.cwd()
     seed = config.seed
     up_cfg = link_config(config.up, seed * 1000 + 11, "up-", base)
@@ -199,7 +206,8 @@ def build(config: SimConfig) -> _Built:
     up_link: Link[tuple[bytes, float, int]] = Link(up_cfg, start=0.0)
     pub_cfg = PublisherConfig(video_bitrate=config.bitrate, fps=config.fps,
                               keyframe_interval=config.keyframe_interval,
-                              keyframe_ratio=config.keyframe_ratio, audio=config.audio)
+                              keyframe_ratio=config.keyframe_ratio, audio=config.audio,
+                              temporal_layers=config.temporal_layers)
     holder: dict[str, Any] = {}
     up_delay = config.up.delay_ms / 1000
     down_delay = config.down.delay_ms / 1000
