@@ -9,7 +9,11 @@ Order of service:
    (`allocated_rank = -1`): video is paused before audio suffers.
 
 Hysteresis, per video track, so a layer does not flap around a threshold:
-* down at once: when the layer in force no longer fits (estimate below its bitrate);
+* down at once when the layer in force no longer fits (estimate below its bitrate), unless
+  the dip is shallow (the estimate still >= 0.8 x the allocation in force): then only once
+  it has lasted 1 s or keeps deepening (below 0.95 x where it started). A key frame's delay
+  spike makes GCC cut an application-limited viewer to 0.85 x its acknowledged rate and its
+  probe restores the estimate within a second; a narrowing link cuts again and again;
 * up only when the higher layer fits with `up_margin` to spare (x1.15) continuously for
   `up_hold` seconds; each down-switch within `flap_window` of an up-switch doubles that track's
   hold (up to `max_hold`), and a quiet `flap_window` restores it.
@@ -52,13 +56,14 @@ FLAP_WINDOW = 10.0
 PAUSED = -1
 KEEP_FRACTION = 0.5  # a running lowest layer stays while the estimate covers this share
 # A shallow dip (estimate still >= SHALLOW_DIP x what the allocation in force gives) moves a
-# track to a lower spatial layer only once it has lasted DOWN_HOLD (a lower temporal step of
-# the same layer, which needs no key frame, is taken at once): a key frame's delay spike makes GCC cut to
+# track down only once it has lasted DOWN_HOLD, unless it keeps deepening (FURTHER_DIP): a key frame's delay spike makes GCC cut to
 # 0.85 x the acknowledged rate of an application-limited viewer, and its probe restores the
 # estimate within about a second; a spatial down-switch (and the key frames of the way back
 # up) would cost more than the dip. A deeper cut goes down at once.
 SHALLOW_DIP = 0.8
 DOWN_HOLD = 1.0
+UP_GRACE = 1.5  # seconds after the allocation grew in which a dip is measured against before
+FURTHER_DIP = 0.95  # an estimate falling below this x the one that started a dip ends the hold
 
 
 MAX_TID = MAX_TEMPORAL  # the key's TID part for "every temporal layer"
@@ -91,6 +96,8 @@ class _Track:
     candidate: Key | None = None  # a higher step waiting out the hold
     candidate_since: float = 0.0
     down_since: float | None = None  # when a shallow dip first left the step in force
+    down_estimate: float = 0.0  # the estimate when it did
+    before_up: float = 0.0  # the viewer's whole allocation before the last spatial up-switch
     hold: float = UP_HOLD
     last_up: float | None = None
     last_change: float | None = None
@@ -312,21 +319,34 @@ class Allocator:
         for t in video:
             track_steps = steps[id(t)]
             i = chosen[id(t)]
+            dip = shallow
+            if (not dip and t.last_up is not None and now - t.last_up < UP_GRACE
+                    and estimate >= self.shallow_dip * t.before_up):
+                # Just after a spatial up-switch GCC's acknowledged rate is still the old
+                # layer's: the new layer's key frame spike cuts the estimate to 0.85 x that,
+                # far under the new allocation. Measure the dip against the allocation
+                # before the switch.
+                dip = True
             key = self._hysteresis(t, PAUSED_KEY if i < 0 else track_steps[i].key, now,
-                                   shallow)
+                                   dip, estimate)
             self._set(t, key, now, alloc)
             if key[0] >= 0:
                 alloc.allocated += _rate_of(track_steps, key)
         self.last = alloc
         return alloc
 
-    def _hysteresis(self, t: _Track, fits: Key, now: float, shallow: bool = False) -> Key:
+    def _hysteresis(self, t: _Track, fits: Key, now: float, shallow: bool = False,
+                    estimate: float | None = None) -> Key:
         current = t.rank
-        if current is not None and fits < current and shallow and fits[0] < current[0]:
+        if current is not None and fits < current and shallow and estimate is not None:
             t.candidate = None
             if t.down_since is None:
                 t.down_since = now
-            if now - t.down_since < self.down_hold:
+                t.down_estimate = estimate
+            # A dip that keeps deepening is a narrowing link, not a key frame's spike: GCC
+            # cuts once per overuse and then holds, a shrinking capacity makes it cut again.
+            deepening = estimate < FURTHER_DIP * t.down_estimate
+            if now - t.down_since < self.down_hold and not deepening:
                 return current  # a shallow dip: wait and see
         if fits >= (current or fits):
             t.down_since = None
@@ -357,6 +377,7 @@ class Allocator:
             t.changes += 1
             if key[0] > previous[0]:
                 t.last_up = now
+                t.before_up = self.last.allocated if self.last is not None else 0.0
             elif (key[0] < previous[0] and t.last_up is not None
                   and now - t.last_up < self.flap_window):
                 # it went up a spatial layer and had to come down

@@ -40,7 +40,10 @@ MIN_RECEIVED_FRACTION = 0.8
 PROBE_TIMEOUT = 1.0
 BACKOFF_START = 2.0
 BACKOFF_MAX = 30.0
-ALR_INTERVAL = 5.0
+# libwebrtc probes an application-limited sender every 5 s; an SFU viewer below its wanted
+# layer is application-limited by the allocation itself, and a 5 s period plus the
+# allocator's 2 s up hold put a capacity step-up's use 5-7 s late (RFC 8867, seeds 2-3).
+ALR_INTERVAL = 2.5
 DROP_FRACTION = 0.66
 DROP_WINDOW = 5.0
 DROP_PROBE_DELAY = 0.5

@@ -76,7 +76,9 @@ def test_up_after_hold_down_at_once_and_flap_backoff() -> None:
         t += 0.1
         a.update(700_000, t)
     assert 1.9 <= t <= 2.2
-    a.update(350_000, t + 0.1)  # a deep drop (under 0.8 x the h in force): down at once
+    # A deep drop (under 0.8 x the h in force, and under 0.8 x the q allocated before the
+    # up-switch): down at once
+    a.update(100_000, t + 0.1)
     assert v.allocated_rank == 0
     # flapped: the next up waits twice as long
     start = t + 0.1
@@ -177,14 +179,30 @@ def test_temporal_steps_fill_the_gap_between_layers() -> None:
     assert (v2.allocated_rank, v2.allocated_temporal) == (0, 0)
 
 
-def test_a_temporal_step_down_is_taken_at_once_even_in_a_shallow_dip() -> None:
+def test_a_dip_that_keeps_deepening_goes_down_before_the_hold() -> None:
+    a = Allocator(up_hold=2.0, down_hold=1.0, shallow_dip=0.8)
+    v = _video(1)
+    a.add_track(v)
+    a.update(700_000, 0.0)
+    assert v.allocated_rank == 1
+    a.update(450_000, 0.1)  # shallow (>= 0.8 x 500k): held
+    assert v.allocated_rank == 1
+    a.update(440_000, 0.2)  # within 5 % of where the dip started: still held
+    assert v.allocated_rank == 1
+    a.update(420_000, 0.3)  # under 0.95 x 450k: a narrowing link, not a key frame's spike
+    assert v.allocated_rank == 0
+
+
+def test_a_shallow_dip_holds_a_temporal_step_too() -> None:
     a = Allocator(down_hold=1.0, shallow_dip=0.8, temporal_steps=True)
     v = _video(1)
     _temporal(v)
     a.add_track(v)
     a.update(700_000, 0.0)
     assert (v.allocated_rank, v.allocated_temporal) == (1, None)
-    a.update(450_000, 0.1)  # >= 0.8 x 500k, but h at 15 fps fits: no key frame needed
+    a.update(450_000, 0.1)  # h at 15 fps would fit; the dip may be a key frame's spike
+    assert (v.allocated_rank, v.allocated_temporal) == (1, None)
+    a.update(450_000, 1.1)
     assert (v.allocated_rank, v.allocated_temporal) == (1, 1)
 
 
@@ -207,3 +225,24 @@ def test_without_temporal_steps_a_layered_track_is_one_step_per_layer() -> None:
     assert [(s.rank, s.tid) for s in a.steps(v, 0.0)] == [(0, 3), (1, 3), (2, 3)]
     a.update(1.2e6, 0.0)
     assert (v.allocated_rank, v.allocated_temporal) == (1, None)
+
+
+def test_a_collapse_just_after_an_up_switch_is_measured_against_the_old_allocation() -> None:
+    a = Allocator(up_hold=2.0, down_hold=1.0, shallow_dip=0.8)
+    v = _video(1)
+    a.add_track(v)
+    a.update(300_000, 0.0)
+    assert v.allocated_rank == 0  # q: 150k
+    t = 0.0
+    while v.allocated_rank == 0:
+        t += 0.1
+        a.update(700_000, t)
+    # The new layer's key frame: GCC cuts to 0.85 x what was acknowledged (q's rate).
+    a.update(200_000, t + 0.2)  # far under h, but >= 0.8 x the 150k allocated before
+    assert v.allocated_rank == 1
+    a.update(700_000, t + 0.8)  # the drop probe restores the estimate
+    a.update(700_000, t + 3.0)
+    assert v.allocated_rank == 1 and a.changes(v) == 1
+    # Long after the switch the same collapse is a deep cut: down at once.
+    a.update(200_000, t + 3.1)
+    assert v.allocated_rank == 0
