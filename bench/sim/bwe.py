@@ -42,7 +42,7 @@ from bench.sim.run import (
 )
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
-from sfu.core.allocator import Allocator
+from sfu.core.allocator import MIN_FPS_SHARE, TEMPORAL_SHARES, Allocator
 from sfu.core.downlink import ALLOCATED_FLOOR, pacing_target
 from sfu.core.downtrack import MAX_TEMPORAL, DownTrack
 from sfu.core.layers import choose_layer
@@ -371,7 +371,7 @@ def build_bwe(config: SimConfig, estimator: str, layers: tuple[float, ...] = DEF
         port = _Port(engine, link, side.on_item)
         kind = {"gcc": "gcc", "remb-aiortc": "remb", "none": "null"}[estimator]
         viewer = NodeViewer(engine, node, name, bwe.create(kind), port, pacing_factor,
-                            temporal_steps=config.temporal_layers > 1)
+                            temporal_steps=config.temporal_steps)
         hook.viewers[name] = viewer
         viewers.append(viewer)
         sides.append(side)
@@ -450,6 +450,22 @@ def feasible_rank(capacity: float, layers: tuple[float, ...], margin: float = 1.
     return best
 
 
+def ladder(run: BweRun) -> tuple[float, ...]:
+    """The rates the allocator can give (nominal): the simulcast layers, and with temporal
+    layers each layer's TID steps as `Allocator.steps` offers them."""
+    count = run.config.temporal_layers
+    shares = TEMPORAL_SHARES.get(count)
+    if shares is None or not run.config.temporal_steps:
+        return run.layers
+    out = []
+    for i, rate in enumerate(run.layers):
+        for tid, share in enumerate(shares):
+            if i > 0 and 2.0 ** (tid - (count - 1)) < MIN_FPS_SHARE:
+                continue
+            out.append(rate * share)
+    return tuple(out)
+
+
 def analyse(run: BweRun) -> dict[str, Any]:
     cfg = run.config
     span = cfg.duration
@@ -465,15 +481,16 @@ def analyse(run: BweRun) -> dict[str, Any]:
     cap_bits = 0.0
     feasible_bits = 0.0
     attainable_bits = 0.0
+    steps = ladder(run)
     dt_ = 0.01
     t = conv
     while t < span:
         c = cap.rate_at(t) if cap is not None else math.inf
         cap_bits += c * dt_
-        r = feasible_rank(c, run.layers, margin=1.0, headroom=1.0)
-        feasible_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
-        r = feasible_rank(c, run.layers)  # with the allocator's margin and GCC's headroom
-        attainable_bits += (run.layers[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
+        r = feasible_rank(c, steps, margin=1.0, headroom=1.0)
+        feasible_bits += (steps[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
+        r = feasible_rank(c, steps)  # with the allocator's margin and GCC's headroom
+        attainable_bits += (steps[r] if r >= 0 else 0.0) * dt_ + AUDIO_BPS * dt_
         t += dt_
     qd = [d for s, d in port.queue_delay if s >= conv]
     s = viewer.series
@@ -526,6 +543,8 @@ def analyse(run: BweRun) -> dict[str, Any]:
         "layers_bps": list(run.layers),
         "utilisation": media_bits / cap_bits if cap_bits else None,
         "utilisation_of_feasible": media_bits / feasible_bits if feasible_bits else None,
+        # what an allocator that knew the capacity and switched at once would get
+        "oracle_utilisation": feasible_bits / cap_bits if cap_bits else None,
         "utilisation_of_attainable": media_bits / attainable_bits if attainable_bits else None,
         "estimate_over_capacity_median": m.percentile(est_ratio, 50) if est_ratio else None,
         "queuing_delay_ms": {"p50": _ms(m.percentile(qd, 50)), "p95": _ms(m.percentile(qd, 95)),
@@ -615,7 +634,8 @@ def plot(reports: list[dict[str, Any]], out: Path, title: str) -> None:
         top = max([v for v in mbps if v is not None] + [2.0])
         ax.set_ylim(0, min(top * 1.3, 12))
         ax.set_ylabel("Mbit/s")
-        ax.set_title(f"{title}: {mt['estimator']}  util {fmt_pct(mt['utilisation'])}, "
+        ax.set_title(f"{title}: {rep.get('label', mt['estimator'])}  "
+                     f"util {fmt_pct(mt['utilisation'])}, "
                      f"q95 {mt['queuing_delay_ms']['p95']} ms", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
         ax = axes[1][c]

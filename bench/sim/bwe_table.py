@@ -2,11 +2,14 @@
 
     python -m bench.sim.bwe_table [--out bench-results/bwe] [--plots docs/bwe] [--only NAME]
                                   [--seeds 1,2,3,4] [--temporal-layers 3]
+                                  [--estimators gcc,gcc+temporal,remb-aiortc]
 
 Runs every workload (RFC 8867 5.1 and three Mahimahi LTE downlink traces from
-/work/shared/traces, or $BWE_TRACES) with each estimator (gcc, remb-aiortc): one simulcast
-viewer of a publisher with three temporal layers per simulcast layer (as Chromium's VP8
-simulcast sends), 50 ms one-way delay, 300 ms drop-tail queue, once per seed. Each cell is
+/work/shared/traces, or $BWE_TRACES) with each configuration: `gcc` (the node's default),
+`gcc+temporal` (the node with --bwe-temporal-steps) and `remb-aiortc` (the baseline: aiortc's
+receive-side estimator at the viewer). One simulcast viewer of a publisher with three
+temporal layers per simulcast layer (as Chromium's VP8 simulcast sends), 50 ms one-way
+delay, 300 ms drop-tail queue, once per seed. Each cell is
 the median over the seeds with the range in brackets: one seed's figures move by several
 points with nothing but the publisher's frame-size draws.
 
@@ -44,54 +47,64 @@ WORKLOADS: tuple[tuple[str, str, float, str], ...] = (
     ("TMobile-LTE-short", str(TRACES / "TMobile-LTE-short.down"), 120.0,
      "TMobile-LTE-short.png"),
 )
-ESTIMATORS = ("gcc", "remb-aiortc")
+ESTIMATORS = ("gcc", "gcc+temporal", "remb-aiortc")
 IDLE_LAYERS = (10_000.0, 20_000.0, 30_000.0)  # the idle sender: null estimator, top 30k
+NEVER = 1e9  # a drop or step-up the run never answered
 
 
 def config(name: str, trace: str, duration: float, seed: int = 1,
-           temporal_layers: int = 3) -> SimConfig:
+           temporal_layers: int = 3, temporal_steps: bool = False) -> SimConfig:
     return SimConfig(name=name, duration=duration, seed=seed, temporal_layers=temporal_layers,
+                     temporal_steps=temporal_steps,
                      down=PathSpec(trace=trace, delay_ms=50.0, queue_ms=300.0))
 
 
 def _job(args: tuple[str, str, float, int, int, str]) -> dict[str, Any]:
     name, trace, duration, seed, tl, est = args
-    cfg = config(name, trace, duration, seed, tl)
     if est == "idle":
-        return simulate_bwe(cfg, "none", IDLE_LAYERS)
-    return simulate_bwe(cfg, est, DEFAULT_LAYERS)
+        return simulate_bwe(config(name, trace, duration, seed, 1), "none", IDLE_LAYERS)
+    estimator, _, option = est.partition("+")
+    cfg = config(name, trace, duration, seed, tl, temporal_steps=option == "temporal")
+    return simulate_bwe(cfg, estimator, DEFAULT_LAYERS)
 
 
 def _cell(values: list[float | None], fmt: Callable[[float], str]) -> str:
-    vals = [v for v in values if v is not None]
+    vals = sorted(v for v in values if v is not None)
     if not vals:
         return "-"
-    med = statistics.median(vals)
+    mid = vals[(len(vals) - 1) // 2: len(vals) // 2 + 1]
+    # a "never" in the middle makes the median "never", not an average with it
+    med = max(mid) if max(mid) >= NEVER else statistics.median(vals)
     if len(vals) == 1:
         return fmt(med)
     return f"{fmt(med)} [{fmt(min(vals))}-{fmt(max(vals))}]"
+
+
+def _secs(v: float) -> str:
+    return "never" if v >= NEVER else f"{v:.2f}"
 
 
 def _pct(v: float) -> str:
     return f"{v * 100:.0f}"
 
 
-def row(name: str, metrics: list[dict[str, Any]]) -> str:
+def row(name: str, label: str, metrics: list[dict[str, Any]]) -> str:
     def col(key: str) -> list[float | None]:
         return [m[key] for m in metrics]
 
     q = [m["queuing_delay_ms"]["p95"] for m in metrics]
-    drops = [max((d["sending_under_s"] or 99.0) for d in m["drops"]) if m["drops"] else None
+    drops = [max((d["sending_under_s"] or NEVER) for d in m["drops"]) if m["drops"] else None
              for m in metrics]
-    ups = [max((u["layer_up_s"] or 99.0) for u in m["step_ups"]) if m["step_ups"] else None
+    ups = [max((u["layer_up_s"] or NEVER) for u in m["step_ups"]) if m["step_ups"] else None
            for m in metrics]
-    return (f"| {name} | {metrics[0]['estimator']} | {_cell(col('utilisation'), _pct)} | "
+    return (f"| {name} | {label} | {_cell(col('utilisation'), _pct)} | "
+            f"{_cell(col('oracle_utilisation'), _pct)} | "
             f"{_cell(col('utilisation_of_feasible'), _pct)} | "
             f"{_cell(col('utilisation_of_attainable'), _pct)} | "
             f"{_cell(q, lambda v: f'{v:.0f}')} | "
             f"{_cell(col('layer_switches_per_min_steady'), lambda v: f'{v:.1f}')} | "
             f"{_cell(col('temporal_steps_per_min_steady'), lambda v: f'{v:.1f}')} | "
-            f"{_cell(drops, lambda v: f'{v:.2f}')} | {_cell(ups, lambda v: f'{v:.2f}')} | "
+            f"{_cell(drops, _secs)} | {_cell(ups, _secs)} | "
             f"{_cell(col('freeze_total_s'), lambda v: f'{v:.1f}')} |")
 
 
@@ -124,18 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for job, rep in zip(jobs, reports, strict=True):
+        rep["label"] = job[5]
         by.setdefault((job[0], job[5]), []).append(rep)
     lines = [f"seeds {','.join(map(str, seeds))}; median [min-max]",
-             "| workload | estimator | util. % | util. of feasible % | util. of attainable % | "
-             "queue p95 ms | spatial switches /min steady | temporal steps /min steady | "
-             "drop: sending under s | step-up: layer s | frozen s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| workload | configuration | util. % | oracle util. % | util. of feasible % | "
+             "util. of attainable % | queue p95 ms | spatial switches /min steady | "
+             "temporal steps /min steady | drop: sending under s | step-up: layer s | "
+             "frozen s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     events: list[str] = []
     args.out.mkdir(parents=True, exist_ok=True)
     for name, _, _, figure in workloads:
         for est in estimators:
             reps = by[(name, est)]
-            lines.append(row(name, [r["metrics"] for r in reps]))
+            lines.append(row(name, est, [r["metrics"] for r in reps]))
             first = reps[0]
             slug = f"{figure.removesuffix('.png')}-{est}"
             (args.out / f"{slug}.json").write_text(json.dumps(first, default=float))
@@ -151,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{u['estimate_up_s']} s, layer {u['target_rank']} after "
                               f"{u['layer_up_s']} s")
         idle = by[(name, "idle")][0]["metrics"]["queuing_delay_ms"]["p95"]
-        lines.append(f"| {name} | idle sender (70 kbit/s) | | | | {idle:.0f} | | | | | |")
+        lines.append(f"| {name} | idle sender (70 kbit/s) | | | | | {idle:.0f} | | | | | |")
         if args.plots is not None:
             plot([by[(name, est)][0] for est in estimators], args.plots / figure, name)
     print("\n".join(lines))

@@ -18,8 +18,8 @@ from bench.sim.run import REPO_ROOT, ConfigError, PathSpec, SimConfig
 STANDARD = Path(__file__).resolve().parents[1] / "scenarios" / "standard.json"
 PATH_KEYS = {"trace", "loss", "delay_ms", "jitter_ms", "queue_ms", "queue_bytes", "reorder"}
 TOP_KEYS = {"name", "duration", "seed", "bitrate", "fps", "keyframe_interval",
-            "keyframe_ratio", "temporal_layers", "audio", "subscribers", "join_at", "drain",
-            "bin", "convergence", "up", "down", "recovery"}
+            "keyframe_ratio", "temporal_layers", "temporal_steps", "audio", "subscribers",
+            "join_at", "drain", "bin", "convergence", "up", "down", "recovery"}
 FULL_RECOVERY = "nack+red+fec"
 # Headline keys copied from the recovery-off run into each summary entry's "without_recovery".
 BASELINE_KEYS = ("residual_loss", "video_residual_loss", "freeze_count", "freeze_total_s",
@@ -52,6 +52,9 @@ def add_commands(sub: Any) -> None:
     sim.add_argument("--temporal-layers", type=int, default=1, choices=(1, 2, 3),
                      help="VP8 temporal layers per video stream (Chromium's VP8 simulcast "
                      "sends 3; default 1: none)")
+    sim.add_argument("--temporal-steps", action="store_true",
+                     help="with --estimator: the allocator may also step down temporal layers "
+                     "(the node's --bwe-temporal-steps)")
     sim.add_argument("--subscribers", type=int, default=1)
     sim.add_argument("--name", default="sim", help="scenario name in the report")
     sim.add_argument("--recovery", default=FULL_RECOVERY,
@@ -96,7 +99,7 @@ def _sim(args: argparse.Namespace) -> int:
     config = SimConfig(
         name=args.name, duration=args.duration, seed=args.seed, bitrate=args.bitrate,
         fps=args.fps, subscribers=args.subscribers, recovery=args.recovery,
-        temporal_layers=args.temporal_layers,
+        temporal_layers=args.temporal_layers, temporal_steps=args.temporal_steps,
         up=PathSpec(trace=args.up_trace, loss=args.up_loss, delay_ms=args.up_delay,
                     jitter_ms=args.up_jitter, queue_ms=args.up_queue_ms),
         down=PathSpec(trace=args.down_trace or args.trace,

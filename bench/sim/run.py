@@ -57,6 +57,7 @@ class SimConfig:
     keyframe_interval: float = 3.0
     keyframe_ratio: float = 6.0
     temporal_layers: int = 1  # VP8 TIDs per video stream: 1 (none), 2 or 3
+    temporal_steps: bool = False  # bwe runs: the allocator's --bwe-temporal-steps
     audio: bool = True
     subscribers: int = 1
     join_at: float = 1.0  # when subscribers join (the publisher starts at 0)
