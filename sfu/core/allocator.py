@@ -50,7 +50,7 @@ from sfu.core.layers import desired_rank
 AUDIO_DEFAULT = 64_000.0
 DEFAULT_BITRATES = (150_000.0, 500_000.0, 1_500_000.0)
 UP_MARGIN = 1.15
-UP_HOLD = 2.0
+UP_HOLD = 1.5
 MAX_HOLD = 16.0
 FLAP_WINDOW = 10.0
 PAUSED = -1
@@ -159,7 +159,7 @@ class Allocator:
     # --- membership ------------------------------------------------------------------------
 
     def add_track(self, dt: DownTrack, priority: int = 0) -> None:
-        self._tracks[id(dt)] = _Track(dt, priority)
+        self._tracks[id(dt)] = _Track(dt, priority, hold=self.up_hold)
 
     def remove_track(self, dt: DownTrack) -> None:
         self._tracks.pop(id(dt), None)
