@@ -1,7 +1,7 @@
 """The bandwidth-estimation table and plots of docs/benchmarks.md, in one command.
 
     python -m bench.sim.bwe_table [--out bench-results/bwe] [--plots docs/bwe] [--only NAME]
-                                  [--seeds 1,2,3,4] [--temporal-layers 3]
+                                  [--seeds 1,2,3,4,5,6,7,8] [--temporal-layers 3]
                                   [--estimators gcc,gcc+temporal,remb-aiortc]
 
 Runs every workload (RFC 8867 5.1 and three Mahimahi LTE downlink traces from
@@ -80,6 +80,10 @@ def _cell(values: list[float | None], fmt: Callable[[float], str]) -> str:
     return f"{fmt(med)} [{fmt(min(vals))}-{fmt(max(vals))}]"
 
 
+def _opt(v: float | None) -> str:
+    return "never" if v is None else f"{v:.2f}"
+
+
 def _secs(v: float) -> str:
     return "never" if v >= NEVER else f"{v:.2f}"
 
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", type=Path, default=None, help="write the figures here")
     ap.add_argument("--only", default=None, help="one workload name")
     ap.add_argument("--estimators", default=",".join(ESTIMATORS))
-    ap.add_argument("--seeds", default="1,2,3,4")
+    ap.add_argument("--seeds", default="1,2,3,4,5,6,7,8")
     ap.add_argument("--temporal-layers", type=int, default=3, choices=(1, 2, 3))
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args(argv)
@@ -158,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             for d in mt["drops"]:
                 events.append(f"{name} {est} seed {seeds[0]}: drop {d['from'] / 1e6:g} -> "
                               f"{d['to'] / 1e6:g} at {d['at']:.0f} s: sending under after "
-                              f"{d['sending_under_s']} s, estimate under after "
-                              f"{d['estimate_under_s']} s")
+                              f"{_opt(d['sending_under_s'])} s, estimate under after "
+                              f"{_opt(d['estimate_under_s'])} s")
             for u in mt["step_ups"]:
                 events.append(f"{name} {est} seed {seeds[0]}: up {u['from'] / 1e6:g} -> "
                               f"{u['to'] / 1e6:g} at {u['at']:.0f} s: estimate up after "
-                              f"{u['estimate_up_s']} s, layer {u['target_rank']} after "
-                              f"{u['layer_up_s']} s")
+                              f"{_opt(u['estimate_up_s'])} s, layer {u['target_rank']} after "
+                              f"{_opt(u['layer_up_s'])} s")
         idle = by[(name, "idle")][0]["metrics"]["queuing_delay_ms"]["p95"]
         lines.append(f"| {name} | idle sender (70 kbit/s) | | | | | {idle:.0f} | | | | | |")
         if args.plots is not None:

@@ -4,7 +4,8 @@ Headless Chromium publishes three VP8 simulcast layers (rids q/h/f, 320/640/1280
 WHIP straight to the node. A second Chromium page plays the room through WHEP; the test does
 the WHEP POST and points the answer's candidates at `bench.proxy.ImpairmentProxy`, whose
 downlink towards the viewer carries 2.5 Mbit/s for `HIGH_SECONDS` after the viewer's first
-datagram, then 0.6 Mbit/s (`bench.traces.steps`), 300 ms drop-tail queue, 10 ms each way.
+datagram, then 0.6 Mbit/s for `AFTER_SECONDS`, then 2.5 Mbit/s again (`bench.traces.steps`),
+300 ms drop-tail queue, 10 ms each way.
 
 The viewer negotiates transport-cc with the node, so the node numbers its egress, reads the
 viewer's feedback into a GCC estimator and lets the allocator pick the layer (the viewer asks
@@ -15,7 +16,12 @@ for no layer itself). Acceptance:
 3. no freeze longer than `MAX_FREEZE` (500 ms): no inter-frame gap over it in the frames the
    page presented (requestVideoFrameCallback), no longer stall of framesDecoded (sampled
    every 50 ms, so +100 ms of slack), and webrtc-stats' totalFreezesDuration at most that
-   much per counted freeze.
+   much per counted freeze;
+4. when the capacity returns, within `RECOVER_LIMIT` its decoded frames are wider again;
+5. transport-cc is in use: the viewer's RTCRtpReceiver parameters list the transport-wide-cc
+   extension, and the node received its transport-cc feedback (Chromium's getStats has no
+   field naming the congestion controller of a receive-only peer; its
+   `availableIncomingBitrate` is filled only by receive-side REMB estimation).
 
 The page samples getStats every 50 ms; timings and the node's estimator state are saved to
 test-artifacts/bwe-downlink-e2e.json.
@@ -45,7 +51,9 @@ PUBLISH_TIMEOUT = 30.0  # Chromium sends h and f at full size
 HIGH_SECONDS = 20.0  # 2.5 Mbit/s this long after the viewer's first datagram
 HIGH_BPS = 2.5e6
 LOW_BPS = 0.6e6
-AFTER_SECONDS = 8.0  # observed after the drop
+AFTER_SECONDS = 8.0  # observed after the drop; then the capacity returns
+RECOVER_LIMIT = 15.0  # seconds after the capacity returns for a wider layer
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 SWITCH_LIMIT = 2.0
 MAX_FREEZE = 0.5
 ROOM = "bwe-downlink"
@@ -85,7 +93,7 @@ async def whep_post(http: aiohttp.ClientSession, node_url: str, token: str, sdp:
     return body
 
 
-async def test_viewer_moves_down_a_layer_when_its_downlink_narrows(
+async def test_viewer_moves_down_a_layer_when_its_downlink_narrows_and_back_up(
     node: Any,
     mint: Callable[..., str],
     chromium: Any,
@@ -94,7 +102,8 @@ async def test_viewer_moves_down_a_layer_when_its_downlink_narrows(
     report: dict[str, Any] = {"high_bps": HIGH_BPS, "low_bps": LOW_BPS,
                               "high_seconds": HIGH_SECONDS}
     loop = asyncio.get_running_loop()
-    downlink = LinkConfig(capacity=steps([(HIGH_SECONDS, HIGH_BPS), (3600.0, LOW_BPS)]),
+    downlink = LinkConfig(capacity=steps([(HIGH_SECONDS, HIGH_BPS), (AFTER_SECONDS, LOW_BPS),
+                                          (3600.0, HIGH_BPS)]),
                           delay=0.010, seed=7)
     proxy = ImpairmentProxy(("127.0.0.1", node.udp_port), LinkConfig(delay=0.010), downlink)
     async with contextlib.AsyncExitStack() as stack:
@@ -220,5 +229,27 @@ async def test_viewer_moves_down_a_layer_when_its_downlink_narrows(
         events = node.metrics.bwe
         assert events["feedback"] > 0 and events["probe_packets"] > 0, events
         assert node.metrics.bwe_estimate.count > 0
+        uris = await view.evaluate("window.receiverExtensions()")
+        report["receiver_header_extensions"] = uris
+        assert TRANSPORT_CC_URI in uris, uris
+
+        # The capacity returns: a wider layer again.
+        return_wall = drop_wall + AFTER_SECONDS
+        narrow = report["width_after_drop"]
+        deadline = loop.time() + max(0.0, return_wall - time.time()) + RECOVER_LIMIT
+        wider = None
+        while wider is None and loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            samples = await view.evaluate("window.samples")
+            wider = next((s for s in samples
+                          if s["t"] / 1000 > return_wall and s["width"] > narrow), None)
+        report["node_after_return"] = viewer_node_state(node)
+        report["recover_s"] = None if wider is None else round(wider["t"] / 1000 - return_wall,
+                                                                 3)
+        save_artifact("bwe-downlink-e2e.json", report)
+        assert wider is not None, (
+            f"still {narrow} wide {RECOVER_LIMIT}s after the capacity returned: "
+            f"node: {report['node_after_return']}\n{log.tail()}"
+        )
         with contextlib.suppress(Exception):
             await pub.evaluate("window.stopPublishing()")
