@@ -23,6 +23,8 @@ from sfu.logs import LEVELS, setup_logging
 
 DEV_TOKEN_TTL = 24 * 3600
 DEFAULT_TOKEN_TTL = 6 * 3600
+MIN_PUBLISHER_CAP = 30_000  # under this a publisher's encoder cannot keep a picture
+MAX_PUBLISHER_CAP = 100_000_000
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -131,6 +133,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="let the bandwidth allocator give a viewer a simulcast layer at a lower frame "
         "rate (VP8 temporal layers) before a lower layer (env SFU_BWE_TEMPORAL_STEPS=1)",
     )
+    serve.add_argument(
+        "--publisher-max-bitrate", type=int, default=None, metavar="BPS",
+        help="cap every publisher's video at this many bits/s with a REMB each second "
+        "(0: no cap, the default; env SFU_PUBLISHER_MAX_BITRATE)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, help="log level (info)")
     serve.add_argument(
         "--no-json-logs", action="store_true", help="plain-text logs instead of JSON lines"
@@ -158,6 +165,15 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise UsageError(f"{name}={raw!r} is not an integer") from None
+
+
+def _publisher_cap(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    cap = (args.publisher_max_bitrate if args.publisher_max_bitrate is not None
+           else _env_int(env, "SFU_PUBLISHER_MAX_BITRATE"))
+    if cap is not None and not (cap == 0 or MIN_PUBLISHER_CAP <= cap <= MAX_PUBLISHER_CAP):
+        raise UsageError(f"publisher max bitrate must be 0 (no cap) or {MIN_PUBLISHER_CAP}-"
+                         f"{MAX_PUBLISHER_CAP} bits/s, got {cap}")
+    return cap or 0
 
 
 def _env_float(env: Mapping[str, str], name: str) -> float | None:
@@ -246,6 +262,7 @@ def _settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Set
         bwe_pacing=not (args.no_bwe_pacing or _env_off(env, "SFU_BWE_PACING")),
         bwe_remb=not (args.no_bwe_remb or _env_off(env, "SFU_BWE_REMB")),
         bwe_temporal_steps=args.bwe_temporal_steps or _env_on(env, "SFU_BWE_TEMPORAL_STEPS"),
+        publisher_max_bitrate=_publisher_cap(args, env),
     )
 
 

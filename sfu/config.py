@@ -100,6 +100,8 @@ class Settings:
     bwe_remb: bool = True
     # VP8 temporal layers as allocation steps (off: one step per simulcast layer)
     bwe_temporal_steps: bool = False
+    # REMB to every publisher: the most its video may send, bits/s (0: no cap)
+    publisher_max_bitrate: int = 0
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -609,8 +609,20 @@ class Node:
             if peer.state != "connected" or not peer.receivers:
                 continue
             blocks = [b for r in peer.receivers if (b := r.report_block(now)) is not None]
+            packets: list[Any] = []
             if blocks:
-                peer.send_rtcp([rtcp.ReceiverReport(ssrc=peer.rtcp_ssrc, reports=blocks[:31])])
+                packets.append(rtcp.ReceiverReport(ssrc=peer.rtcp_ssrc, reports=blocks[:31]))
+            cap = self.settings.publisher_max_bitrate
+            video = [r.ssrc for r in peer.receivers if r.is_video and r.ssrc is not None]
+            if cap and video:
+                # The operator's ceiling on what a publisher sends: libwebrtc takes a REMB
+                # as an upper bound on its send-side estimate (transport-cc or not), and a
+                # simulcast encoder then drops its upper layers first.
+                packets.append(rtcp.Remb(sender_ssrc=peer.rtcp_ssrc, bitrate=cap,
+                                         ssrcs=video[:255]))
+                self.metrics.bwe["publisher_remb"] += 1
+            if packets:
+                peer.send_rtcp(packets)
 
     # --- metrics -----------------------------------------------------------------------------
 

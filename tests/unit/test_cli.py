@@ -238,6 +238,19 @@ def test_serve_remb_fallback_is_on_unless_turned_off(
     assert [s.bwe_remb for s in fake_node] == [True, False, False]
 
 
+def test_serve_publisher_cap_and_temporal_steps_from_flag_or_env(
+    tmp_path: Path, fake_node: list[Settings], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    assert main(["serve", "--data-dir", str(tmp_path), "--publisher-max-bitrate", "800000",
+                 "--bwe-temporal-steps"]) == 0
+    monkeypatch.setenv("SFU_PUBLISHER_MAX_BITRATE", "300000")
+    monkeypatch.setenv("SFU_BWE_TEMPORAL_STEPS", "1")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    assert [(s.publisher_max_bitrate, s.bwe_temporal_steps) for s in fake_node] == [
+        (0, False), (800_000, True), (300_000, True)]
+
+
 def test_serve_banner_in_dev_mode(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_node: list[Settings]
 ) -> None:
@@ -284,6 +297,8 @@ def test_serve_cascade_port_from_flag_or_env(
         (["--public-url", "https://sfu-1.example.com/sfu"], {}, "public URL"),
         (["--node-capacity", "-1"], {}, "node capacity"),
         ([], {"SFU_CASCADE_PORT": "70000"}, "cascade port"),
+        (["--publisher-max-bitrate", "1000"], {}, "publisher max bitrate"),
+        ([], {"SFU_PUBLISHER_MAX_BITRATE": "500k"}, "SFU_PUBLISHER_MAX_BITRATE"),
     ],
 )
 def test_serve_bad_settings_exit_2(
