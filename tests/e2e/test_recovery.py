@@ -276,12 +276,14 @@ async def test_chromium_viewer_nacks_without_freezes_at_10pct_downlink_loss(
         assert figures["nacks_sent"] > 0, (figures, log.tail())
         assert rec.get("retransmits", 0) > 0, figures
         assert per_minute < 1.0, (figures, log.tail())
-        await page.evaluate("closePeer()")
+        # WHEP teardown: DELETE, then close. Closed first, the page's DTLS close_notify can
+        # end the session before the DELETE arrives (a fresh-clone run got 404 that way).
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
             http.delete(location, headers={"Authorization": f"Bearer {token}"}) as resp,
         ):
             assert resp.status in (200, 204)
+        await page.evaluate("closePeer()")
 
 
 @pytest.mark.timeout(60)
