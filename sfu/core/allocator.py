@@ -26,8 +26,8 @@ measured). A viewer on a 1 Mbit/s link can then get the top layer at 15 fps (0.9
 1.5 Mbit/s layer) instead of the middle layer. Above the lowest layer no step goes below half
 the frame rate (`MIN_FPS_SHARE`): 7.5 fps of a sharp picture is worse than 30 fps of the
 next size down. Steps are ordered by (spatial rank, TID): resolution first. A temporal step
-needs no key frame (the forwarder drops or admits upper-TID frames at frame starts), so
-going down a temporal step relieves the link at once.
+needs no key frame (the forwarder drops or admits upper-TID frames at frame starts), so it
+costs nothing in either direction; the hysteresis above applies to it as to a layer.
 
 Layer bitrates are measured: the allocator samples each layer Receiver's byte counter
 (`stats.bytes`) with a `RateMeter` when it runs, and falls back to `default_bitrates` for a
@@ -46,6 +46,7 @@ from typing import Any
 from sfu.core.bwe.meter import RateMeter
 from sfu.core.downtrack import MAX_TEMPORAL, DownTrack
 from sfu.core.layers import desired_rank
+from sfu.core.receiver import Receiver
 
 AUDIO_DEFAULT = 64_000.0
 DEFAULT_BITRATES = (150_000.0, 500_000.0, 1_500_000.0)
@@ -56,13 +57,13 @@ FLAP_WINDOW = 10.0
 PAUSED = -1
 KEEP_FRACTION = 0.5  # a running lowest layer stays while the estimate covers this share
 # A shallow dip (estimate still >= SHALLOW_DIP x what the allocation in force gives) moves a
-# track down only once it has lasted DOWN_HOLD, unless it keeps deepening (FURTHER_DIP): a key frame's delay spike makes GCC cut to
-# 0.85 x the acknowledged rate of an application-limited viewer, and its probe restores the
-# estimate within about a second; a spatial down-switch (and the key frames of the way back
-# up) would cost more than the dip. A deeper cut goes down at once.
+# track down only once it has lasted DOWN_HOLD, unless it keeps deepening (FURTHER_DIP). A key
+# frame's delay spike makes GCC cut an application-limited viewer to 0.85 x its acknowledged
+# rate, and its probe restores the estimate within about a second; a down-switch (and the key
+# frames of the way back up) would cost more than the dip. A deeper cut goes down at once.
 SHALLOW_DIP = 0.8
 DOWN_HOLD = 1.0
-UP_GRACE = 1.5  # seconds after the allocation grew in which a dip is measured against before
+UP_GRACE = 1.5  # seconds after a spatial up-switch in which a dip is measured against before
 FURTHER_DIP = 0.95  # an estimate falling below this x the one that started a dip ends the hold
 
 
@@ -110,7 +111,6 @@ class Allocation:
     allocated: float  # bits/s of what it gave
     desired: float  # bits/s with unlimited bandwidth (what probing should look for)
     ranks: dict[int, int] = field(default_factory=dict)  # down-track ssrc -> rank (-1 paused)
-    tids: dict[int, int] = field(default_factory=dict)  # video ssrc -> TID ceiling (3: all)
     changed: list[DownTrack] = field(default_factory=list)  # whose allocated_rank moved
     up_margin: float = UP_MARGIN
 
@@ -201,7 +201,7 @@ class Allocator:
             out.append(rate)
         return out
 
-    def temporal_shares(self, layer: Any, now: float) -> tuple[float, ...]:
+    def temporal_shares(self, layer: Receiver, now: float) -> tuple[float, ...]:
         """Cumulative share of `layer`'s bytes up to each TID (measured; libwebrtc's split
         until every TID has been seen)."""
         count = layer.temporal_layers
@@ -388,7 +388,6 @@ class Allocator:
         alloc.ranks[t.dt.ssrc] = rank
         if t.dt.kind == "audio":
             return
-        alloc.tids[t.dt.ssrc] = tid
         cap = None if tid >= MAX_TID else tid
         if t.dt.allocated_rank != rank or t.dt.allocated_temporal != cap:
             t.dt.allocated_rank = rank
