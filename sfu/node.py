@@ -609,7 +609,7 @@ class Node:
             if peer.state != "connected" or not peer.receivers:
                 continue
             blocks = [b for r in peer.receivers if (b := r.report_block(now)) is not None]
-            packets: list[Any] = []
+            packets: list[rtcp.RtcpPacket] = []
             if blocks:
                 packets.append(rtcp.ReceiverReport(ssrc=peer.rtcp_ssrc, reports=blocks[:31]))
             cap = self.settings.publisher_max_bitrate

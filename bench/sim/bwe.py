@@ -42,7 +42,7 @@ from bench.sim.run import (
 )
 from bench.sim.subscriber import Subscriber, SubscriberConfig
 from sfu.core import bwe
-from sfu.core.allocator import MIN_FPS_SHARE, TEMPORAL_SHARES, Allocator
+from sfu.core.allocator import TEMPORAL_SHARES, Allocator, offered_tids
 from sfu.core.downlink import ALLOCATED_FLOOR, pacing_target
 from sfu.core.downtrack import MAX_TEMPORAL, DownTrack
 from sfu.core.layers import choose_layer
@@ -190,14 +190,7 @@ class NodeViewer:
         layer = choose_layer(dt, dt.receiver, now)
         if dt.request_layer(layer):
             self.node.request_keyframe(layer, now)
-        current, pending = dt.current, dt.pending
-        if pending is not None and current is not None \
-                and not dt.awaiting_keyframe:
-            ranked = dt.receiver.ranked()
-            if ranked.index(pending) < ranked.index(current):
-                # As the node does (sfu.net.downlink): down because the link narrowed, stop
-                # the old layer now so the new layer's key frame meets a draining queue.
-                dt.restart_on_keyframe(now)
+        dt.shed_for_lower_layer(now)  # as sfu.net.downlink does
 
     def tick(self, now: float) -> None:
         self.reallocate(now)
@@ -457,13 +450,8 @@ def ladder(run: BweRun) -> tuple[float, ...]:
     shares = TEMPORAL_SHARES.get(count)
     if shares is None or not run.config.temporal_steps:
         return run.layers
-    out = []
-    for i, rate in enumerate(run.layers):
-        for tid, share in enumerate(shares):
-            if i > 0 and 2.0 ** (tid - (count - 1)) < MIN_FPS_SHARE:
-                continue
-            out.append(rate * share)
-    return tuple(out)
+    return tuple(rate * shares[tid] for rank, rate in enumerate(run.layers)
+                 for tid in offered_tids(rank, count))
 
 
 def analyse(run: BweRun) -> dict[str, Any]:

@@ -76,6 +76,14 @@ Key = tuple[int, int]  # (spatial rank, TID ceiling or MAX_TID); (-1, 0) is paus
 PAUSED_KEY: Key = (PAUSED, 0)
 
 
+def offered_tids(rank: int, count: int, max_temporal: int = MAX_TEMPORAL) -> list[int]:
+    """The TID ceilings a layer of `rank` with `count` TIDs is offered at: all of them on the
+    lowest layer, none under half the frame rate above it, none above `max_temporal`."""
+    top = min(count - 1, max_temporal)
+    return [tid for tid in range(top + 1)
+            if rank == 0 or 2.0 ** (tid - (count - 1)) >= MIN_FPS_SHARE]
+
+
 @dataclass(slots=True, frozen=True)
 class Step:
     """One thing the allocator can give a video track: a spatial layer up to a TID."""
@@ -240,10 +248,7 @@ class Allocator:
                 out.append(Step(rank, MAX_TID, rates[rank]))
                 continue
             shares = self.temporal_shares(layer, now)
-            top = min(count - 1, dt.max_temporal)
-            for tid in range(top + 1):
-                if rank > 0 and 2.0 ** (tid - (count - 1)) < MIN_FPS_SHARE:
-                    continue
+            for tid in offered_tids(rank, count, dt.max_temporal):
                 out.append(Step(rank, MAX_TID if tid == count - 1 else tid,
                                 rates[rank] * shares[tid]))
         return out

@@ -223,6 +223,20 @@ class DownTrack:
         if self.vp8 is not None:
             self.vp8.switch_source()
 
+    def shed_for_lower_layer(self, now: float) -> bool:
+        """A switch down to a lower layer is pending (the link narrowed): stop the layer in
+        force now rather than at the new layer's key frame, so that key frame meets a
+        draining queue. True when it did."""
+        current, pending, receiver = self.current, self.pending, self.receiver
+        if pending is None or current is None or receiver is None or self.awaiting_keyframe:
+            return False
+        ranked = receiver.ranked()
+        if current in ranked and pending in ranked and (
+                ranked.index(pending) < ranked.index(current)):
+            self.restart_on_keyframe(now)
+            return True
+        return False
+
     def unbind(self) -> None:
         self._leave_layers()
         self.receiver = None

@@ -217,16 +217,8 @@ class ViewerDownlink:
             return
         m.bwe["allocation_changes"] += 1
         node.reselect(dt, now)
-        current, pending = dt.current, dt.pending
-        if (rank is not None and pending is not None and current is not None
-                and dt.receiver is not None and not dt.awaiting_keyframe):
-            ranked = dt.receiver.ranked()
-            if current in ranked and pending in ranked and (
-                    ranked.index(pending) < ranked.index(current)):
-                # Down because the link narrowed: stop the old layer now rather than at the
-                # new layer's key frame, so that key frame meets a draining queue.
-                dt.restart_on_keyframe(now)
-                m.bwe["layer_shed"] += 1
+        if rank is not None and dt.shed_for_lower_layer(now):
+            m.bwe["layer_shed"] += 1
 
     # --- numbering outside the forward loop ------------------------------------------------
 
