@@ -97,6 +97,12 @@ async def test_edge_viewer_decodes_the_origin_host(origin: Node, edge: Node,
         await until(lambda: tracks(edge) == 2, LINK_TIMEOUT, "origin tracks on the edge")
         # The edge announces the host's tracks under the origin's ids.
         assert set(edge.rooms[ROOM].receivers) == set(origin.rooms[ROOM].receivers)
+        # Media flows on the link before the viewer joins: an edge Receiver learns its SSRC
+        # from the first relayed packet, and a keyframe request before that has nothing to
+        # name (on a loaded machine the viewer's join came first and started on the origin's
+        # own link-start keyframe, so the edge never asked).
+        await until(lambda: all(r.ssrc is not None for r in edge.rooms[ROOM].receivers
+                                .values()), LINK_TIMEOUT, "relayed media on the edge")
         viewer = await whep_play(edge.http_url, ROOM, mint(ROOM, "viewer", ["subscribe"]))
         try:
             await viewer.wait_for_frames(video=VIDEO_FRAMES, audio=AUDIO_FRAMES,
