@@ -184,20 +184,37 @@ function arm(sale, phase, at) {
   armed.add(key);
   // Wake a little early and spin the last milliseconds: a timer that fires late (a busy main
   // thread) would make this page's countdown end after the others.
+  // `wokeLateMs` (how late the last timer ran against the local instant it was set for) and
+  // `spinGapMs` are stalls of this page's main thread, not errors of the clock estimate.
   const EARLY_MS = 25;
+  let due = 0;
+  const schedule = (delay) => {
+    due = client.clock.now() + delay;
+    setTimeout(fire, delay);
+  };
   const fire = () => {
+    const wokeLateMs = Math.max(0, client.clock.now() - due);
     let left = client.msUntil(at);
-    if (left > EARLY_MS) { setTimeout(fire, left - EARLY_MS); return; }
-    while (left > 0 && left <= EARLY_MS + 5) left = client.msUntil(at);
+    if (left > EARLY_MS) { schedule(left - EARLY_MS); return; }
+    // The spin's longest gap between two clock reads: the OS preempting this page mid-spin.
+    let spinGapMs = 0;
+    let read = client.clock.now();
+    while (left > 0 && left <= EARLY_MS + 5) {
+      left = client.msUntil(at);
+      const t = client.clock.now();
+      spinGapMs = Math.max(spinGapMs, t - read);
+      read = t;
+    }
     const zero = client.serverNow();
     if (phase === 'open') {
       window.countdownZeroAt = zero;
       page.countdownZero = { sale_id: sale.sale_id, at: zero, starts_at: at,
-        late_ms: -left, offset_ms: client.clock.offset, uncertainty_ms: client.clock.uncertainty };
+        late_ms: -left, woke_late_ms: wokeLateMs, spin_gap_ms: spinGapMs,
+        offset_ms: client.clock.offset, uncertainty_ms: client.clock.uncertainty };
     }
     render();
   };
-  setTimeout(fire, Math.max(0, ms - EARLY_MS));
+  schedule(Math.max(0, ms - EARLY_MS));
 }
 
 setInterval(renderCountdown, 100);
