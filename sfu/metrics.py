@@ -86,7 +86,7 @@ class NodeMetrics:
         self.bytes_out: Counter[str] = Counter()
         self.drops: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
         self.http_errors: Counter[str] = Counter()
-        self.keyframe_requests: Counter[str] = Counter()  # requested / sent / suppressed
+        self.keyframe_requests: Counter[str] = Counter()  # requested / sent / suppressed / unaddressed
         self.sessions_total: Counter[str] = Counter()  # by kind: whip / whep / ws
         self.sessions_closed: Counter[str] = Counter()  # by reason
         self.layer_switch_requests = 0

@@ -512,6 +512,15 @@ class Node:
 
     def request_keyframe(self, receiver: Receiver, now: float) -> None:
         self.metrics.keyframe_requests["requested"] += 1
+        if receiver.is_video and (receiver.upstream is None or receiver.ssrc is None):
+            # Nothing to address a PLI to yet: an edge learns a relayed layer's SSRC from
+            # its first packet, a node a publisher's from its first packet. Asking now
+            # would start the throttle window for a request that never left; `tick` asks
+            # once the SSRC is known, unless a key frame came first.
+            if receiver.keyframe_wanted_at is None:
+                receiver.keyframe_wanted_at = now
+            self.metrics.keyframe_requests["unaddressed"] += 1
+            return
         if receiver.request_keyframe(now):
             self._send_pli(receiver)
         else:
@@ -560,6 +569,13 @@ class Node:
         for room in self.rooms.values():
             for track in room.receivers.values():
                 for receiver in track.layers:
+                    wanted = receiver.keyframe_wanted_at
+                    if (wanted is not None and receiver.ssrc is not None
+                            and receiver.upstream is not None):
+                        receiver.keyframe_wanted_at = None
+                        last = receiver.last_keyframe_at
+                        if last is None or last < wanted:
+                            self.request_keyframe(receiver, now)
                     t = receiver.keyframes.get_timer()
                     if t is not None and t <= now and receiver.keyframes.handle_timer(now):
                         self._send_pli(receiver)

@@ -108,6 +108,8 @@ class Receiver:
         self.keyframes = KeyframeRequester(min_interval=keyframe_interval)
         self.downtracks: list[Any] = []  # DownTrack (typed loosely: it imports this module)
         self.last_keyframe_at: float | None = None
+        # a key frame asked for before a PLI could be addressed (no SSRC or publisher yet)
+        self.keyframe_wanted_at: float | None = None
         self.last_packet_at: float | None = None
         self.last_sr: tuple[int, int] | None = None  # (ntp, rtp timestamp) of the last SR
         self._ext_packet: bytes | None = None

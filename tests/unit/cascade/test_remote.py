@@ -125,6 +125,33 @@ def test_keyframe_requests_go_upstream_once_per_layer_per_interval(
     assert [m["ch"] for m in sent if m["t"] == "keyframe"] == [10, 11, 10]
 
 
+def test_a_keyframe_asked_for_before_the_layer_ssrc_is_known_leaves_once_it_is(
+        edge: tuple[RemotePublisher, list[dict[str, Any]]]) -> None:
+    remote, sent = edge
+    node = remote.node
+    layer = remote.channels[10]
+    node.request_keyframe(layer, 0.0)  # a viewer joins before the first relayed packet
+    assert [m for m in sent if m["t"] == "keyframe"] == []
+    assert node.metrics.keyframe_requests["unaddressed"] == 1
+    node.tick(0.05)  # still no SSRC: still waiting, no throttle window started
+    assert [m for m in sent if m["t"] == "keyframe"] == []
+    remote.on_media(MEDIA, 10, packet(1), 0.1)  # a delta frame: the SSRC is known now
+    node.tick(0.2)
+    assert [m["ch"] for m in sent if m["t"] == "keyframe"] == [10]
+    node.tick(0.3)  # asked once
+    assert [m["ch"] for m in sent if m["t"] == "keyframe"] == [10]
+
+
+def test_a_keyframe_asked_for_early_is_not_asked_again_when_one_arrives_first(
+        edge: tuple[RemotePublisher, list[dict[str, Any]]]) -> None:
+    remote, sent = edge
+    node = remote.node
+    node.request_keyframe(remote.channels[10], 0.0)
+    remote.on_media(MEDIA, 10, packet(1, KEY), 0.1)
+    node.tick(0.2)
+    assert [m for m in sent if m["t"] == "keyframe"] == []
+
+
 def test_bad_relayed_packets_are_counted_drops(
         edge: tuple[RemotePublisher, list[dict[str, Any]]]) -> None:
     remote, _ = edge
