@@ -194,10 +194,10 @@ class NodeViewer:
 
     def tick(self, now: float) -> None:
         self.reallocate(now)
-        for dt in self.downtracks:  # what Node._check_layers does: follow a layer that stops
-            if dt.kind == "video" and dt.receiver is not None and dt.receiver.simulcast \
-                    and not dt.paused:
-                self._apply(dt, now)
+        for track in self.downtracks:  # what Node._check_layers does: follow a layer that stops
+            if track.kind == "video" and track.receiver is not None \
+                    and track.receiver.simulcast and not track.paused:
+                self._apply(track, now)
         s = self.series
         s["t"].append(now)
         s["target"].append(self.estimator.target_bitrate)
