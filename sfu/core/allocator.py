@@ -360,11 +360,9 @@ class Allocator:
             deepening = estimate < FURTHER_DIP * t.down_estimate
             if now - t.down_since < self.down_hold and not deepening:
                 return current  # a shallow dip: wait and see
-        if fits >= (current or fits):
-            t.down_since = None
+        t.down_since = None  # no dip in progress from here on
         if current is None or fits <= current:
             t.candidate = None
-            t.down_since = None
             return fits  # first allocation, or down (at once, or after a lasting dip)
         # Going up: the higher step must keep fitting for the hold time.
         if t.candidate is None or fits < t.candidate:
