@@ -29,9 +29,6 @@ next size down. Steps are ordered by (spatial rank, TID): resolution first. A te
 needs no key frame (the forwarder drops or admits upper-TID frames at frame starts), so it
 costs nothing in either direction; the hysteresis above applies to it as to a layer.
 
-A viewer's video FEC (`DownTrack.fec`, switched on under loss) is budgeted: each step costs
-its layer's rate x (1 + the FEC protection in force).
-
 Layer bitrates are measured: the allocator samples each layer Receiver's byte counter
 (`stats.bytes`) with a `RateMeter` when it runs, and falls back to `default_bitrates` for a
 layer that never sent (and to at least that for a layer dynacast has paused, whose last
@@ -244,10 +241,6 @@ class Allocator:
         rates = self.layer_bitrates(dt, now)
         if dt.kind == "audio":
             return [Step(0, MAX_TID, rates[0])]
-        if dt.fec is not None and dt.fec.protection > 0:
-            # FEC under loss: each media packet takes `protection` parity packets of about
-            # its size with it. Budget them, or the viewer gets more than its estimate.
-            rates = [r * (1.0 + dt.fec.protection) for r in rates]
         out: list[Step] = []
         for rank, layer in enumerate(receiver.ranked()):
             count = layer.temporal_layers if self.temporal_steps else 0

@@ -246,27 +246,3 @@ def test_a_collapse_just_after_an_up_switch_is_measured_against_the_old_allocati
     # Long after the switch the same collapse is a deep cut: down at once.
     a.update(200_000, t + 3.1)
     assert v.allocated_rank == 0
-
-
-def test_fec_under_loss_is_budgeted() -> None:
-    a = Allocator()
-    v = _video(1)
-    a.add_track(v)
-    a.update(700_000, 0.0)
-    t = 0.0
-    while v.allocated_rank != 1 and t < 5:  # h (500k) fits 700k with the up margin
-        t += 0.1
-        a.update(700_000, t)
-    assert v.allocated_rank == 1
-    # The viewer loses 25 % and its RTT is long: FEC at 0.5 parity packets per media packet
-    # makes h cost 750k, more than the estimate: down to q (150k + FEC 75k), once the
-    # shortfall has lasted the down hold (it is shallow: 700k against 750k).
-    v.configure_repair(nack=False, rtx_pt=None, red_pt=None, fec=(100, 101, None))
-    assert v.fec is not None
-    v.fec.set_rtt(0.3)
-    v.fec.set_loss(0.25, t)
-    assert v.fec.protection == 0.5
-    for i in range(1, 15):
-        alloc = a.update(700_000, t + 0.1 * i)
-    assert v.allocated_rank == 0
-    assert alloc.allocated == 150_000 * 1.5
