@@ -96,7 +96,7 @@ async def wait_page_status(
     timeout: float,  # noqa: ASYNC109
     log: PageLog,
 ) -> None:
-    """Wait for ``window.status == wanted``; fail fast if the page reports error/failed."""
+    """Wait for ``window.whip.status == wanted``; fail fast if the page reports error/failed."""
     status = await poll_js(
         page,
         "() => window.whip || {}",
