@@ -58,7 +58,9 @@ DELAY = 0.020  # s, one way, both directions of the impaired client
 CONNECT_TIMEOUT = 20.0
 FIRST_FRAME_TIMEOUT = 20.0
 WARMUP = 2.0  # s after the first decoded frame before the measured window opens
-BROWSER_WINDOW = 30.0  # s measured in (a)
+# s measured in (a). "Less than one freeze a minute" is a rate: over 30 s it meant none at
+# all; over 90 s one freeze passes (0.67 a minute) and two fail.
+BROWSER_WINDOW = 90.0
 AIORTC_WINDOW = 15.0  # s measured in (b) and (c)
 LAG = 0.5  # s: decoded frames are sampled this much after the sent ones (pipeline delay)
 MIN_DECODED = 0.95
@@ -173,7 +175,7 @@ async def _measure_frames(
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_chromium_viewer_nacks_without_freezes_at_10pct_downlink_loss(
     node: Any, mint: Mint, chromium: Any, pages_url: str
 ) -> None:
