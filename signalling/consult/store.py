@@ -40,17 +40,15 @@ Redis keys (``cq:<queue>:`` prefix)::
 from __future__ import annotations
 
 import abc
-import asyncio
-import functools
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from signalling.consult.domain import Advisor, ConsultRequest, Event, Queue
 from signalling.store import StoreError, default_store_url
+from signalling.store.sqlite_thread import SqliteThread
 
 T = TypeVar("T")
 REQUEST_COLUMNS: Final = (
@@ -142,57 +140,18 @@ class SqliteConsultStore(ConsultStore):
         super().__init__()
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise StoreError("consult store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("consult store is not open")
-        return self._conn
+        self._thread = SqliteThread(path, busy_timeout_s=busy_timeout_s, name="consult-store")
 
     async def open(self) -> None:
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consult-store")
-        try:
-            await self._run(self._open_sync)
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
+        await self._thread.open(self._create_schema)
 
-    def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+    @staticmethod
+    def _create_schema(db: sqlite3.Connection) -> None:
+        for statement in _SCHEMA:
+            db.execute(statement)
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
-        self._executor = None
-
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._thread.close()
 
     def _load(self, db: sqlite3.Connection, queue: str) -> Queue:
         q = self._new_queue()
@@ -217,9 +176,7 @@ class SqliteConsultStore(ConsultStore):
     def _transact_sync(
         self, queue: str, fn: Callable[[Queue], T]
     ) -> tuple[T, list[Event], Queue]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def run(db: sqlite3.Connection) -> tuple[T, Queue]:
             q = self._load(db, queue)
             result = fn(q)
             for rid in q.dirty_requests:
@@ -242,10 +199,9 @@ class SqliteConsultStore(ConsultStore):
                 "ON CONFLICT (queue) DO UPDATE SET next_seq = excluded.next_seq",
                 (queue, q.next_seq),
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            return result, q
+
+        result, q = self._thread.write(run)
         events = list(q.events)
         for rid in [r for r, v in q.requests.items() if not v.active]:
             del q.requests[rid]
@@ -258,27 +214,27 @@ class SqliteConsultStore(ConsultStore):
         self, queue: str, fn: Callable[[Queue], T]
     ) -> tuple[T, list[Event], Queue]:
         try:
-            return await self._run(self._transact_sync, queue, fn)
+            return await self._thread.run(self._transact_sync, queue, fn)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
     def _snapshot_sync(self, queue: str) -> Queue:
-        return self._load(self._db(), queue)
+        return self._load(self._thread.db(), queue)
 
     async def snapshot(self, queue: str) -> Queue:
-        return await self._run(self._snapshot_sync, queue)
+        return await self._thread.run(self._snapshot_sync, queue)
 
     def _one(self, where: str, args: tuple[object, ...]) -> ConsultRequest | None:
-        row = self._db().execute(
+        row = self._thread.db().execute(
             f"SELECT {', '.join(REQUEST_COLUMNS)} FROM consult_requests WHERE {where}", args
         ).fetchone()
         return None if row is None else ConsultRequest(**dict(zip(REQUEST_COLUMNS, row, strict=True)))
 
     async def get_request(self, queue: str, request_id: str) -> ConsultRequest | None:
-        return await self._run(self._one, "queue = ? AND id = ?", (queue, request_id))
+        return await self._thread.run(self._one, "queue = ? AND id = ?", (queue, request_id))
 
     async def latest_for(self, queue: str, customer: str) -> ConsultRequest | None:
-        return await self._run(
+        return await self._thread.run(
             self._one, "queue = ? AND customer = ? ORDER BY seq DESC LIMIT 1", (queue, customer)
         )
 

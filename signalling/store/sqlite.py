@@ -10,8 +10,8 @@ remaining >= ?`` and the INSERT of the order row (``UNIQUE (viewer, idempotency_
 see no concurrent writer, from this process or any other process sharing the file.
 
 Threading: the sqlite3 connection lives on ONE dedicated worker thread
-(``ThreadPoolExecutor(max_workers=1)``) and every statement runs there, so the event loop
-never blocks on disk and no two threads ever touch the connection.
+(``signalling.store.sqlite_thread.SqliteThread``) and every statement runs there, so the
+event loop never blocks on disk and no two threads ever touch the connection.
 
 Group commit: an fsync costs milliseconds, so concurrent ``place_order`` calls queue up
 while the previous transaction commits, and the next transaction decides the whole queue,
@@ -28,10 +28,8 @@ import asyncio
 import functools
 import sqlite3
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from signalling.domain.catalog import Product
 from signalling.domain.orders import (
@@ -45,8 +43,7 @@ from signalling.domain.orders import (
 )
 from signalling.domain.sale import Sale
 from signalling.store.base import CommerceStore, DuplicateProduct, StoreError, UnknownProduct
-
-T = TypeVar("T")
+from signalling.store.sqlite_thread import SqliteThread
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
@@ -113,102 +110,40 @@ class SqliteStore(CommerceStore):
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self.max_batch = max_batch
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # only touched on the worker thread
+        self._thread = SqliteThread(path, busy_timeout_s=busy_timeout_s, name="sqlite-store")
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
-            raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("store is not open")
-        return self._conn
-
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one BEGIN IMMEDIATE transaction (worker thread)."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
     async def open(self) -> None:
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        try:
-            await self._run(self._open_sync)
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
+        await self._thread.open(self._migrate)
 
-    def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, the module must not.
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"cannot enable WAL on {self.path} (journal_mode={mode})")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._conn = conn
-            self._migrate(conn)
-        except BaseException:
-            self._conn = None
-            conn.close()
-            raise
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this code's "
-                    f"{SCHEMA_VERSION}"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target - 1]:
-                    conn.execute(statement)
-                # PRAGMA does not take parameters; target is our own integer.
-                conn.execute(f"PRAGMA user_version = {target}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Upgrade the schema to SCHEMA_VERSION (inside the opening transaction)."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this code's "
+                f"{SCHEMA_VERSION}"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target - 1]:
+                db.execute(statement)
+            # PRAGMA does not take parameters; target is our own integer.
+            db.execute(f"PRAGMA user_version = {target}")
 
     async def close(self) -> None:
-        if self._executor is None:
+        if not self._thread.is_open:
             return
         if self._drainer is not None:
             await asyncio.shield(self._drainer)
-        executor = self._executor
-        await self._run(self._close_sync)
-        self._executor = None
-        executor.shutdown(wait=True)
-
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._thread.close()
 
     # --- catalogue and sales ----------------------------------------------------------------
 
     async def create_product(self, product: Product) -> None:
-        await self._run(self._write, functools.partial(self._create_product, product))
+        await self._thread.transact(functools.partial(self._create_product, product))
 
     @staticmethod
     def _create_product(product: Product, db: sqlite3.Connection) -> None:
@@ -234,22 +169,22 @@ class SqliteStore(CommerceStore):
         )
 
     async def get_product(self, product_id: str) -> Product | None:
-        rows = await self._run(self._query, "SELECT * FROM products WHERE id = ?", (product_id,))
+        rows = await self._thread.run(self._query, "SELECT * FROM products WHERE id = ?", (product_id,))
         return _product(rows[0]) if rows else None
 
     async def list_products(self, room: str) -> list[Product]:
-        rows = await self._run(
+        rows = await self._thread.run(
             self._query, "SELECT * FROM products WHERE room = ? ORDER BY id", (room,)
         )
         return [_product(r) for r in rows]
 
     def _query(self, sql: str, params: tuple[object, ...]) -> list[sqlite3.Row]:
-        cur = self._db().execute(sql, params)
+        cur = self._thread.db().execute(sql, params)
         cur.row_factory = sqlite3.Row
         return cur.fetchall()
 
     async def put_sale(self, sale: Sale) -> None:
-        await self._run(self._write, functools.partial(self._put_sale, sale))
+        await self._thread.transact(functools.partial(self._put_sale, sale))
 
     @staticmethod
     def _put_sale(sale: Sale, db: sqlite3.Connection) -> None:
@@ -267,11 +202,11 @@ class SqliteStore(CommerceStore):
         )
 
     async def get_sale(self, sale_id: str) -> Sale | None:
-        rows = await self._run(self._query, "SELECT * FROM sales WHERE id = ?", (sale_id,))
+        rows = await self._thread.run(self._query, "SELECT * FROM sales WHERE id = ?", (sale_id,))
         return _sale(rows[0]) if rows else None
 
     async def list_sales(self, room: str) -> list[Sale]:
-        rows = await self._run(
+        rows = await self._thread.run(
             self._query, "SELECT * FROM sales WHERE room = ? ORDER BY starts_at, id", (room,)
         )
         return [_sale(r) for r in rows]
@@ -279,7 +214,7 @@ class SqliteStore(CommerceStore):
     # --- stock and orders -------------------------------------------------------------------
 
     async def stock(self, product_id: str) -> int:
-        rows = await self._run(
+        rows = await self._thread.run(
             self._query, "SELECT remaining FROM stock WHERE product_id = ?", (product_id,)
         )
         if not rows:
@@ -289,8 +224,8 @@ class SqliteStore(CommerceStore):
     async def place_order(self, request: OrderRequest, now: float) -> OrderResult:
         if validate_request(request) is not None:
             return invalid(request)
-        if self._executor is None:
-            raise StoreError("store is not open")
+        if not self._thread.is_open:
+            raise StoreError("sqlite-store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[OrderResult] = loop.create_future()
         self._pending.append((request, now, future))
@@ -306,7 +241,7 @@ class SqliteStore(CommerceStore):
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 try:
-                    outcomes = await self._run(self._decide_batch, [(r, n) for r, n, _ in batch])
+                    outcomes = await self._thread.run(self._decide_batch, [(r, n) for r, n, _ in batch])
                 except BaseException as exc:  # the whole transaction failed: nobody confirmed
                     for _, _, fut in batch:
                         if not fut.done():
@@ -340,7 +275,7 @@ class SqliteStore(CommerceStore):
                 db.execute("RELEASE one_order")
             return outcomes
 
-        return self._write(run)
+        return self._thread.write(run)
 
     @staticmethod
     def _place_one(db: sqlite3.Connection, request: OrderRequest, now: float) -> OrderResult:
@@ -398,11 +333,11 @@ class SqliteStore(CommerceStore):
         if sale_id is not None:
             sql += " AND sale_id = ?"
             params.append(sale_id)
-        rows = await self._run(self._query, sql + " ORDER BY seq", tuple(params))
+        rows = await self._thread.run(self._query, sql + " ORDER BY seq", tuple(params))
         return [Order(*r) for r in rows]
 
     async def order_count(self, sale_id: str) -> int:
-        rows = await self._run(
+        rows = await self._thread.run(
             self._query,
             "SELECT COUNT(*) FROM orders WHERE sale_id = ? AND status = 'confirmed'",
             (sale_id,),
