@@ -367,12 +367,13 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(_banner(settings), flush=True)
     # Imported late: the media stack is heavy and `token` must not need it.
     from sfu.cluster.agent import ClusterUnavailable
-    from sfu.node import run_node
+    from sfu.node import PortUnavailable, run_node
 
     try:
         run_node(settings)
-    except ClusterUnavailable as exc:
-        # Exit 1, not 2: Redis may come back, so supervisors should restart the node.
+    except (ClusterUnavailable, PortUnavailable) as exc:
+        # Exit 1, not 2: Redis may come back and a port be freed, so supervisors should
+        # restart the node.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

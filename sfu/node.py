@@ -51,6 +51,10 @@ DRAIN_POLL = 0.2  # how often a draining node checks whether its sessions have g
 HTTP_SHUTDOWN_TIMEOUT = 5.0  # seconds stop() lets in-flight HTTP requests finish
 
 
+class PortUnavailable(Exception):
+    """A port the node must listen on could not be bound (in use, or not allowed)."""
+
+
 class Node:
     """A running media node."""
 
@@ -112,11 +116,19 @@ class Node:
         # sendto costs several microseconds of bookkeeping per packet (measured).
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        sock.bind((s.host, s.udp_port))
+        # No SO_REUSEADDR: on Linux it lets a second UDP socket bind the same port, and two
+        # nodes would then split each other's media without a word (UDP has no TIME_WAIT,
+        # so a restart rebinds at once without it).
+        try:
+            sock.bind((s.host, s.udp_port))
+        except OSError as exc:
+            sock.close()
+            raise PortUnavailable(
+                f"UDP media port {s.host}:{s.udp_port}: {exc.strerror} (another node on it? "
+                "choose another with --udp-port / SFU_UDP_PORT)") from exc
         sock.setblocking(False)
         transport, protocol = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
         self._udp = protocol
@@ -137,7 +149,13 @@ class Node:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise PortUnavailable(
+                f"HTTP port {s.host}:{s.http_port}: {exc.strerror} (choose another with "
+                "--http-port / SFU_HTTP_PORT)") from exc
         self.http_port = self._runner.addresses[0][1]
         if s.cascade_port and self.cascade is None:  # (tests may put a stand-in there)
             from sfu.cascade import Cascade
