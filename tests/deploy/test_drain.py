@@ -27,16 +27,10 @@ from bench.clients.whip import whep_play
 from sfu.auth import mint_token
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from tests.deploy.helpers import ROOT
+from tests.ports import free_ports
 
 START_TIMEOUT = 30.0
 EXIT_TIMEOUT = 10.0
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -65,8 +59,7 @@ class NodeProcess:
 
 
 def _spawn(tmp_path: Path, drain_timeout: float) -> NodeProcess:
-    http_port = _free_port(socket.SOCK_STREAM)
-    udp_port = _free_port(socket.SOCK_DGRAM)
+    http_port, udp_port = free_ports(socket.SOCK_STREAM, socket.SOCK_DGRAM)
     env = {**os.environ, "SFU_API_KEY": TEST_API_KEY, "SFU_API_SECRET": TEST_API_SECRET,
            "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "node.log"

@@ -28,8 +28,8 @@ from tests.deploy.helpers import (
     load_dashboard,
     metric_names,
 )
-from tests.e2e.cluster_harness import free_udp_port
 from tests.integration.conftest import RedisServer
+from tests.ports import free_udp_port
 
 # Labels Prometheus adds at scrape time (or the compose config sets); no node exports them.
 TARGET_LABELS = frozenset({"instance", "job", "node", "le"})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from bench.clients.whip import WhipSession, whep_play, whip_publish
 from sfu.config import Settings
 from sfu.node import Node
 from sfu.wire.cascade import MEDIA
+from tests.ports import free_udp_port
 
 ROOM = "shop"
 FRAME_TIMEOUT = 25.0
@@ -27,12 +27,6 @@ VIDEO_FRAMES = 30
 AUDIO_FRAMES = 25
 
 Mint = Callable[..., str]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(predicate: Callable[[], bool], limit: float, what: str) -> None:
