@@ -18,7 +18,7 @@ from typing import Any
 
 from sfu import __version__
 from sfu.auth import GRANTS, mint_token
-from sfu.config import ConfigError, Settings, advertised_ips, load_credentials
+from sfu.config import ConfigError, PortUnavailable, Settings, advertised_ips, load_credentials
 from sfu.logs import LEVELS, setup_logging
 
 DEV_TOKEN_TTL = 24 * 3600
@@ -367,7 +367,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(_banner(settings), flush=True)
     # Imported late: the media stack is heavy and `token` must not need it.
     from sfu.cluster.agent import ClusterUnavailable
-    from sfu.node import PortUnavailable, run_node
+    from sfu.node import run_node
 
     try:
         run_node(settings)

@@ -35,6 +35,10 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says what to fix."""
 
 
+class PortUnavailable(Exception):
+    """A port the settings name could not be bound (in use, or not allowed) at start."""
+
+
 @dataclass
 class Settings:
     """Everything a node needs to start; plain data, validated by the CLI and loaders."""

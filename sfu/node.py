@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, web
 from aiortc import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from sfu.config import Settings, advertised_ips
+from sfu.config import PortUnavailable, Settings, advertised_ips
 from sfu.core.downtrack import DownTrack
 from sfu.core.layers import choose_layer, needed_layers
 from sfu.core.receiver import Receiver
@@ -49,10 +49,6 @@ REPORT_INTERVAL = 1.0
 CONNECT_TIMEOUT = 20.0  # from answer to the first valid STUN check and DTLS
 DRAIN_POLL = 0.2  # how often a draining node checks whether its sessions have gone
 HTTP_SHUTDOWN_TIMEOUT = 5.0  # seconds stop() lets in-flight HTTP requests finish
-
-
-class PortUnavailable(Exception):
-    """A port the node must listen on could not be bound (in use, or not allowed)."""
 
 
 class Node:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from sfu.node import Node, PortUnavailable
+from sfu.config import PortUnavailable
+from sfu.node import Node
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from tests.deploy.helpers import ROOT
 from tests.ports import free_port
