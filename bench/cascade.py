@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,16 +47,11 @@ from bench.forwarding import (
     machine_info,
     wait_first_video,
 )
+from bench.ports import free_udp_port
 from bench.rawpeer import EncodedStream, RawPeer, RawPublisher, encode_stream
 
 LINK_TIMEOUT = 15.0
 SETTLE = 0.5
-
-
-def _free_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OriginProcess(NodeProcess):
@@ -65,7 +59,7 @@ class OriginProcess(NodeProcess):
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self.cascade_port = _free_udp()
+        self.cascade_port = free_udp_port()
 
     def serve_args(self, data_dir: Path) -> list[str]:
         """The `sfu serve` command line (subclasses add their settings)."""
@@ -98,7 +92,7 @@ class EdgeProcess(NodeProcess):
         env = dict(os.environ, SFU_API_KEY=API_KEY, SFU_API_SECRET=API_SECRET)
         cmd = [sys.executable, "-m", "bench.cascade_node",
                "--http-port", str(self.http_port), "--udp-port", str(self.udp_port),
-               "--cascade-port", str(_free_udp()), "--data-dir", str(data_dir),
+               "--cascade-port", str(free_udp_port()), "--data-dir", str(data_dir),
                "--origin", f"127.0.0.1:{self.origin.cascade_port}", "--room", self.room]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,

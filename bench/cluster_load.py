@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import aiohttp
 
 from bench import runner
 from bench.cascade import OriginProcess
-from bench.forwarding import API_KEY, API_SECRET, _free_port, parse_metrics
+from bench.forwarding import API_KEY, API_SECRET, parse_metrics
 from bench.load import (
     LATENCY_P99_LIMIT_MS,
     LOSS_LIMIT_PERCENT,
@@ -50,6 +49,7 @@ from bench.load import (
     run_load,
     search_max,
 )
+from bench.ports import free_port
 
 MEMBERS_TIMEOUT = 15.0
 REDIS_START_TIMEOUT = 10.0
@@ -126,7 +126,7 @@ class RedisProcess:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = _free_port(socket.SOCK_STREAM)
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

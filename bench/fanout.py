@@ -39,6 +39,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from bench import runner
+from bench.ports import free_port, free_udp_port
 from bench.rawpeer import RawPeer, certificate_fingerprint
 
 SCTP_PORT = 5000
@@ -178,12 +179,6 @@ async def close_many(peers: list[DataPeer]) -> None:
 # --- node subprocess --------------------------------------------------------------------------
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class NodeProcess:
     """``python -m sfu serve`` on 127.0.0.1 with fixed ports; started/stopped by PID."""
@@ -193,7 +188,7 @@ class NodeProcess:
     api_secret: str = "b" * 40
     store: str | None = None
     http_port: int = field(default_factory=free_port)
-    udp_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    udp_port: int = field(default_factory=free_udp_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -26,7 +26,6 @@ import platform
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from bench import runner
 from bench.floor import FloorResult, run_floor
+from bench.ports import free_port, free_udp_port
 from bench.rawpeer import EncodedStream, RawPeer, RawPublisher, encode_stream
 
 API_KEY = "benchkey"
@@ -60,12 +60,6 @@ _metric_line = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 # --- the node under test ----------------------------------------------------------------------
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
@@ -80,8 +74,8 @@ class NodeProcess:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.http_port = _free_port(socket.SOCK_STREAM)
-        self.udp_port = _free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port()
+        self.udp_port = free_udp_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log_path = workdir / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None

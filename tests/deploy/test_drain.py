@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,10 +23,10 @@ import pytest
 
 from bench.clients.room import RoomClient
 from bench.clients.whip import whep_play
+from bench.ports import free_port, free_udp_port
 from sfu.auth import mint_token
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from tests.deploy.helpers import ROOT
-from tests.ports import free_ports
 
 START_TIMEOUT = 30.0
 EXIT_TIMEOUT = 10.0
@@ -59,7 +58,7 @@ class NodeProcess:
 
 
 def _spawn(tmp_path: Path, drain_timeout: float) -> NodeProcess:
-    http_port, udp_port = free_ports(socket.SOCK_STREAM, socket.SOCK_DGRAM)
+    http_port, udp_port = free_port(), free_udp_port()
     env = {**os.environ, "SFU_API_KEY": TEST_API_KEY, "SFU_API_SECRET": TEST_API_SECRET,
            "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "node.log"

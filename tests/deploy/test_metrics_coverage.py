@@ -20,6 +20,7 @@ import pytest
 
 from bench.clients.media import SyntheticVideoTrack, ToneAudioTrack
 from bench.clients.whip import whep_play, whip_publish
+from bench.ports import free_udp_port
 from tests.deploy.helpers import (
     SCRAPE_SERIES,
     alert_exprs,
@@ -29,7 +30,6 @@ from tests.deploy.helpers import (
     metric_names,
 )
 from tests.integration.conftest import RedisServer
-from tests.ports import free_udp_port
 
 # Labels Prometheus adds at scrape time (or the compose config sets); no node exports them.
 TARGET_LABELS = frozenset({"instance", "job", "node", "le"})

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,9 +26,9 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.ports import free_port, free_udp_port
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from tests.integration.conftest import RedisServer
-from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -68,13 +67,10 @@ class ClusterHarness:
         self.tmp = tmp
         self.cascade = cascade
         self.redis = RedisServer(tmp / "redis")
-        # Every node's ports in one probe, so no two nodes are given the same one.
-        kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM)
-        ports = free_ports(*(kinds * nodes))
         self.nodes = [
             NodeProcess(
-                node_id=f"n{i + 1}", http_port=ports[3 * i], udp_port=ports[3 * i + 1],
-                data_dir=tmp / f"n{i + 1}", cascade_port=ports[3 * i + 2] if cascade else 0,
+                node_id=f"n{i + 1}", http_port=free_port(), udp_port=free_udp_port(),
+                data_dir=tmp / f"n{i + 1}", cascade_port=free_udp_port() if cascade else 0,
             )
             for i in range(nodes)
         ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.ports import free_port
+from bench.ports import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0

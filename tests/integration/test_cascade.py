@@ -15,10 +15,10 @@ import pytest
 
 from bench.clients.media import SyntheticVideoTrack, ToneAudioTrack
 from bench.clients.whip import WhipSession, whep_play, whip_publish
+from bench.ports import free_udp_port
 from sfu.config import Settings
 from sfu.node import Node
 from sfu.wire.cascade import MEDIA
-from tests.ports import free_udp_port
 
 ROOM = "shop"
 FRAME_TIMEOUT = 25.0

@@ -175,9 +175,9 @@ async def test_draining_node_leaves_the_registry_and_its_rooms(
 
 
 async def test_node_refuses_to_start_without_its_cluster_redis(node_settings: Any) -> None:
+    from bench.ports import free_port
     from sfu.cluster.agent import ClusterUnavailable
     from sfu.node import Node
-    from tests.ports import free_port
 
     node = Node(dataclasses.replace(
         node_settings, cluster_redis_url=f"redis://127.0.0.1:{free_port()}/0"))

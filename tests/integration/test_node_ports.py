@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from bench.ports import free_port
 from sfu.config import PortUnavailable
 from sfu.node import Node
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET
 from tests.deploy.helpers import ROOT
-from tests.ports import free_port
 
 
 def _second(settings: Any, tmp_path: Path, **ports: int) -> Node:
