@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,45 @@ from bench.clients.loopback import restrict_ice_to_loopback
 
 TEST_API_KEY = "testkey"
 TEST_API_SECRET = "x" * 40
+# pytest-timeout's SIGALRM, raised into a running event loop, can wedge it: the test fails and
+# every later test hangs until CI's own limit (reproduced with a Chromium test). So an async
+# test's own time limit (its `timeout` mark, else the ini's) is an asyncio.timeout around its
+# body: it is cancelled at the await it is stuck on, fails with that traceback, and its
+# fixtures tear down. pytest-timeout stays as the hard stop, HARD_MARGIN later, with the
+# thread method (stacks of every thread, then exit), for what cancellation cannot reach.
+HARD_MARGIN = 30.0
+
+
+def _time_limit(item: pytest.Item) -> float | None:
+    mark = item.get_closest_marker("timeout")
+    if mark is not None:
+        value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    else:
+        value = item.config.getini("timeout")
+    return float(value) if value else None
+
+
+def _cancel_after(fn: Callable[..., Any], limit: float) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def limited(*args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(limit):
+                return await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            raise pytest.fail.Exception(f"timed out after {limit:g} s (cancelled at the "
+                                        "await above)") from exc
+
+    return limited
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fn = getattr(item, "obj", None)
+        limit = _time_limit(item)
+        if limit is None or not inspect.iscoroutinefunction(fn):
+            continue
+        item.obj = _cancel_after(fn, limit)  # type: ignore[attr-defined]
+        item.add_marker(pytest.mark.timeout(limit + HARD_MARGIN), append=False)
 
 
 @pytest.fixture(autouse=True)
