@@ -157,7 +157,14 @@ class Node:
             from sfu.cascade import Cascade
 
             self.cascade = Cascade(self)
-            await self.cascade.start()
+            try:
+                await self.cascade.start()
+            except OSError as exc:
+                self.cascade = None
+                await self.stop()
+                raise PortUnavailable(
+                    f"cascade port {s.host}:{s.cascade_port}: {exc.strerror} (choose another "
+                    "with --cascade-port / SFU_CASCADE_PORT)") from exc
         if s.cluster_redis_url:
             from sfu.cluster.agent import ClusterAgent
 

@@ -47,6 +47,18 @@ async def test_a_taken_http_port_is_refused_and_the_rest_released(
     assert second.sock is None  # its UDP socket was closed again
 
 
+async def test_a_taken_cascade_port_is_refused_and_the_rest_released(
+    node_settings: Any, tmp_path: Path
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        second = _second(node_settings, tmp_path, cascade_port=port)
+        with pytest.raises(PortUnavailable, match=f"cascade port 127.0.0.1:{port}"):
+            await asyncio.wait_for(second.start(), 15)
+    assert second.sock is None and second.cascade is None
+
+
 def test_serve_exits_1_with_the_port_in_the_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
