@@ -51,6 +51,13 @@ DRAIN_POLL = 0.2  # how often a draining node checks whether its sessions have g
 HTTP_SHUTDOWN_TIMEOUT = 5.0  # seconds stop() lets in-flight HTTP requests finish
 
 
+def _unbindable(what: str, host: str, port: int, flag: str, exc: OSError) -> PortUnavailable:
+    """The start-up error for a port the OS refused, naming the flag and env to change it."""
+    env = "SFU_" + flag.upper().replace("-", "_")
+    return PortUnavailable(f"{what} port {host}:{port}: {exc.strerror} (another node on it? "
+                           f"choose another with --{flag} / {env})")
+
+
 class Node:
     """A running media node."""
 
@@ -122,9 +129,7 @@ class Node:
             sock.bind((s.host, s.udp_port))
         except OSError as exc:
             sock.close()
-            raise PortUnavailable(
-                f"UDP media port {s.host}:{s.udp_port}: {exc.strerror} (another node on it? "
-                "choose another with --udp-port / SFU_UDP_PORT)") from exc
+            raise _unbindable("UDP media", s.host, s.udp_port, "udp-port", exc) from exc
         sock.setblocking(False)
         transport, protocol = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
         self._udp = protocol
@@ -149,9 +154,7 @@ class Node:
             await site.start()
         except OSError as exc:
             await self.stop()
-            raise PortUnavailable(
-                f"HTTP port {s.host}:{s.http_port}: {exc.strerror} (choose another with "
-                "--http-port / SFU_HTTP_PORT)") from exc
+            raise _unbindable("HTTP", s.host, s.http_port, "http-port", exc) from exc
         self.http_port = self._runner.addresses[0][1]
         if s.cascade_port and self.cascade is None:  # (tests may put a stand-in there)
             from sfu.cascade import Cascade
@@ -162,9 +165,7 @@ class Node:
             except OSError as exc:
                 self.cascade = None
                 await self.stop()
-                raise PortUnavailable(
-                    f"cascade port {s.host}:{s.cascade_port}: {exc.strerror} (choose another "
-                    "with --cascade-port / SFU_CASCADE_PORT)") from exc
+                raise _unbindable("cascade", s.host, s.cascade_port, "cascade-port", exc) from exc
         if s.cluster_redis_url:
             from sfu.cluster.agent import ClusterAgent
 

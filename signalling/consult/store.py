@@ -138,8 +138,6 @@ _SCHEMA: Final = (
 class SqliteConsultStore(ConsultStore):
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
         super().__init__()
-        self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
         self._thread = SqliteThread(path, busy_timeout_s=busy_timeout_s, name="consult-store")
 
     async def open(self) -> None:

@@ -107,14 +107,16 @@ class SqliteStore(CommerceStore):
     def __init__(
         self, path: str | Path, *, busy_timeout_s: float = 10.0, max_batch: int = 512
     ) -> None:
-        self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
         self.max_batch = max_batch
         self._thread = SqliteThread(path, busy_timeout_s=busy_timeout_s, name="sqlite-store")
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._thread.path
 
     async def open(self) -> None:
         await self._thread.open(self._migrate)
